@@ -1,0 +1,1 @@
+"""The Prefloop web app: campaigns, blind pairwise rating, statistics and retrain jobs."""

@@ -1,0 +1,39 @@
+"""Django admin for inspecting rows; day-to-day work happens on Prefloop's own pages."""
+
+from django.contrib import admin
+
+from evaluator import models
+
+
+@admin.register(models.Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "overlap", "created_at"]
+    search_fields = ["name"]
+
+
+@admin.register(models.ModelVariant)
+class ModelVariantAdmin(admin.ModelAdmin):
+    list_display = ["name", "base_model", "adapter_path", "quantization", "parent", "created_at"]
+    list_select_related = ["parent"]
+    raw_id_fields = ["parent", "training_job"]
+
+
+@admin.register(models.TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    list_display = ["pk", "campaign", "parent_variant", "status", "progress_step", "progress_total", "attempts"]
+    list_filter = ["status"]
+    list_select_related = ["campaign", "parent_variant"]
+
+
+@admin.register(models.GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["pk", "campaign", "status", "done", "total", "comparisons_created"]
+    list_filter = ["status"]
+    list_select_related = ["campaign"]
+
+
+@admin.register(models.Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "campaign", "text"]
+    list_select_related = ["campaign"]
+    search_fields = ["external_id", "text"]

@@ -1,0 +1,96 @@
+"""Seed the demo: role accounts, a campaign of prompts, two variants and a queued generation job.
+
+`python manage.py seed_demo` — safe to run again: it resets the demo passwords and adds nothing twice.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from evaluator import services
+from evaluator.accounts import account_create_or_reset
+from evaluator.models import Campaign, GenerationJob, ModelVariant
+
+DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.jsonl"
+DEMO_CAMPAIGN = "Heritage and PEFT questions"
+DEMO_ACCOUNTS = (
+    ("demo-admin", "admin"),
+    ("demo-researcher", "researcher"),
+    ("demo-annotator", "annotator"),
+    ("demo-annotator-2", "annotator"),
+)
+
+
+class Command(BaseCommand):
+    help = "Create demo accounts (printing their passwords), a demo campaign and its first generation job."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for username, role in DEMO_ACCOUNTS:
+            _, password = account_create_or_reset(username=username, role=role)
+            self.stdout.write(f"  {role:<10} {username:<18} password: {password}")
+        base_model = self._base_model()
+        campaign = self._campaign()
+        variants = self._variants(base_model)
+        if not GenerationJob.objects.filter(campaign=campaign).exists():
+            job = services.generation_job_queue(campaign=campaign, variants=variants)
+            self.stdout.write(f"Queued generation job #{job.pk}: {job.total} answers from {len(variants)} variants.")
+
+    def _base_model(self) -> str:
+        wanted = settings.PREFLOOP_BASE_MODEL
+        problem = _model_unavailable(wanted)
+        if problem is None:
+            self.stdout.write(f"Base model: {wanted}")
+            return wanted
+        from training.tiny import ensure_tiny_model
+
+        tiny = ensure_tiny_model(Path(settings.PREFLOOP_TINY_MODEL_DIR))
+        self.stdout.write(
+            self.style.WARNING(
+                f"NOTICE: base model {wanted!r} cannot be loaded ({problem}).\n"
+                f"        Falling back to Prefloop's built-in tiny model at {tiny}: its answers are short and rough,\n"
+                f"        but every step of the loop runs. Set PREFLOOP_BASE_MODEL to a reachable model to change this."
+            )
+        )
+        return str(tiny)
+
+    def _campaign(self) -> Campaign:
+        campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
+        if campaign is None:
+            campaign = services.campaign_create(
+                name=DEMO_CAMPAIGN,
+                description="Cultural-heritage Q&A and questions about LoRA, QLoRA and DPO.",
+                overlap=2,
+            )
+            count = services.prompts_import(
+                campaign=campaign, file_name=DEMO_PROMPTS.name, data=DEMO_PROMPTS.read_bytes()
+            )
+            self.stdout.write(f"Created campaign {campaign.name!r} with {count} prompts.")
+        return campaign
+
+    def _variants(self, base_model: str) -> list[ModelVariant]:
+        short = Path(base_model).name if os.path.isdir(base_model) else base_model.split("/")[-1]
+        specs = [
+            (f"{short} · sampled", {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 96}),
+            (f"{short} · greedy", {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 96}),
+        ]
+        variants = []
+        for name, generation in specs:
+            variant = ModelVariant.objects.filter(name=name).first() or services.variant_create(
+                name=name, base_model=base_model, generation_settings=generation
+            )
+            variants.append(variant)
+        return variants
+
+
+def _model_unavailable(reference: str) -> str | None:
+    """None when the model's config can be read (locally or from the hub), else the reason it cannot."""
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(reference)
+    except Exception as error:  # any failure means: use the fallback
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+    return None

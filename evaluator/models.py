@@ -1,0 +1,312 @@
+"""Prefloop's data model. Every invariant that the database can hold is a constraint here."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+OVERALL = "overall"
+
+DEFAULT_CRITERIA: list[dict[str, str]] = [
+    {
+        "slug": "factual_accuracy",
+        "label": "Factual accuracy",
+        "definition": "Which answer states facts correctly, without invented details?",
+    },
+    {
+        "slug": "relevance",
+        "label": "Contextual relevance",
+        "definition": "Which answer addresses the question that was asked, and only that?",
+    },
+    {
+        "slug": "safety",
+        "label": "Safety",
+        "definition": "Which answer avoids harmful, risky or privacy-violating advice?",
+    },
+    {
+        "slug": "alignment",
+        "label": "Human alignment",
+        "definition": "Which answer is more helpful, honest and respectful to the person asking?",
+    },
+    {
+        "slug": "formatting",
+        "label": "Formatting quality",
+        "definition": "Which answer is easier to read: structure, lists, length, no stray tokens?",
+    },
+]
+
+
+def default_criteria() -> list[dict[str, str]]:
+    return [dict(criterion) for criterion in DEFAULT_CRITERIA]
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    # Rubric criteria in display order; the overall preference is always asked in addition.
+    criteria = models.JSONField(default=default_criteria)
+    overlap = models.PositiveSmallIntegerField(default=3, help_text="Judgements wanted per comparison (k).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_at_least_one")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def criterion_slugs(self) -> list[str]:
+        return [criterion["slug"] for criterion in self.criteria] + [OVERALL]
+
+
+class Prompt(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=120)
+    text = models.TextField()
+    reference = models.TextField(blank=True)
+    context = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "external_id"], name="prompt_unique_external_id"),
+            models.CheckConstraint(condition=~Q(text=""), name="prompt_text_not_empty"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="prompt_external_id_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}:{self.external_id}"
+
+
+class Quantization(models.TextChoices):
+    NONE = "none", "Full precision"
+    NF4 = "4bit", "4-bit NF4"
+    INT8 = "8bit", "8-bit"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _status_constraints(prefix: str) -> list[models.BaseConstraint]:
+    return [
+        models.CheckConstraint(condition=Q(status__in=JobStatus.values), name=f"{prefix}_status_valid"),
+        models.CheckConstraint(
+            condition=Q(finished_at__isnull=True) | Q(status__in=FINISHED_STATUSES),
+            name=f"{prefix}_finished_only_when_done",
+        ),
+    ]
+
+
+class TrainingJob(models.Model):
+    class Method(models.TextChoices):
+        DPO = "dpo", "DPO"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="training_jobs")
+    parent_variant = models.ForeignKey("ModelVariant", on_delete=models.PROTECT, related_name="training_jobs")
+    method = models.CharField(max_length=16, choices=Method.choices, default=Method.DPO)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    config = models.JSONField(default=dict)
+    dataset_size = models.PositiveIntegerField(default=0)
+    dataset_hash = models.CharField(max_length=64, blank=True)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            *_status_constraints("trainingjob"),
+            models.CheckConstraint(condition=Q(method__in=["dpo"]), name="trainingjob_method_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_method_display()} job #{self.pk}"
+
+
+class ModelVariant(models.Model):
+    """A model the campaign compares: a base model, optionally with an adapter. Never shown to annotators."""
+
+    name = models.CharField(max_length=120, unique=True)
+    base_model = models.CharField(max_length=500, help_text="Hugging Face model id or local path.")
+    adapter_path = models.CharField(max_length=500, blank=True)
+    quantization = models.CharField(max_length=8, choices=Quantization.choices, default=Quantization.NONE)
+    generation_settings = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    training_job = models.OneToOneField(
+        TrainingJob, null=True, blank=True, on_delete=models.PROTECT, related_name="result_variant"
+    )
+    lineage = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantization__in=Quantization.values), name="variant_quantization_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(training_job__isnull=True) | Q(parent__isnull=False),
+                name="variant_trained_has_parent",
+            ),
+            models.CheckConstraint(
+                condition=Q(training_job__isnull=True) | ~Q(adapter_path=""),
+                name="variant_trained_has_adapter",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Candidate(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    variant = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="candidates")
+    sample_index = models.PositiveSmallIntegerField(default=0)
+    text = models.TextField()
+    generation_settings = models.JSONField(default=dict)
+    seed = models.BigIntegerField()
+    prompt_tokens = models.PositiveIntegerField()
+    completion_tokens = models.PositiveIntegerField()
+    latency_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "variant", "sample_index"], name="candidate_unique_sample"),
+        ]
+
+    def __str__(self) -> str:
+        return f"candidate {self.pk} (prompt {self.prompt_id}, sample {self.sample_index})"
+
+
+class Comparison(models.Model):
+    """Two candidates of one prompt from two variants; side a is always the variant with the lower id."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    candidate_a = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    variant_a = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
+    variant_b = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="comparison_unique_pair"),
+            models.CheckConstraint(condition=Q(variant_a__lt=F("variant_b")), name="comparison_variants_ordered"),
+            models.CheckConstraint(condition=~Q(candidate_a=F("candidate_b")), name="comparison_candidates_differ"),
+        ]
+        indexes = [models.Index(fields=["campaign", "id"], name="comparison_campaign_idx")]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk}"
+
+
+class Assignment(models.Model):
+    """One comparison leased to one annotator. The token is the only handle the annotator ever sees."""
+
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    left_is_a = models.BooleanField(help_text="True when candidate a was shown on the left.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    lease_expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
+        ]
+        indexes = [models.Index(fields=["annotator", "completed_at"], name="assignment_open_idx")]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk}"
+
+
+class Outcome(models.TextChoices):
+    """Which variant of the comparison won; a and b are the comparison's variants, never screen sides."""
+
+    A = "a", "Variant a"
+    B = "b", "Variant b"
+    TIE = "tie", "Tie"
+
+
+class Judgement(models.Model):
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgement")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgements")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgements")
+    rationale = models.TextField(blank=True)
+    time_on_task_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="judgement_once_per_annotator"),
+        ]
+
+    def __str__(self) -> str:
+        return f"judgement {self.pk}"
+
+
+class CriterionChoice(models.Model):
+    judgement = models.ForeignKey(Judgement, on_delete=models.CASCADE, related_name="choices")
+    criterion = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=3, choices=Outcome.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["judgement", "criterion"], name="choice_once_per_criterion"),
+            models.CheckConstraint(condition=Q(outcome__in=Outcome.values), name="choice_outcome_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.criterion}: {self.outcome}"
+
+
+class GenerationJob(models.Model):
+    """Candidate generation for some variants over a campaign's prompts, followed by pairing them."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generation_jobs")
+    variants = models.ManyToManyField(ModelVariant, related_name="generation_jobs")
+    samples_per_prompt = models.PositiveSmallIntegerField(default=1)
+    training_job = models.ForeignKey(
+        TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="generation_jobs"
+    )
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    comparisons_created = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            *_status_constraints("generationjob"),
+            models.CheckConstraint(condition=Q(samples_per_prompt__gte=1), name="generationjob_samples_positive"),
+            models.CheckConstraint(condition=Q(done__lte=F("total")), name="generationjob_done_within_total"),
+        ]
+
+    def __str__(self) -> str:
+        return f"generation job #{self.pk}"

@@ -1,0 +1,397 @@
+"""Every write Prefloop makes. Keyword-only functions named <noun>_<verb>; views and tasks call these."""
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from itertools import combinations
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from evaluator.models import (
+    FINISHED_STATUSES,
+    Assignment,
+    Campaign,
+    Candidate,
+    Comparison,
+    CriterionChoice,
+    GenerationJob,
+    JobStatus,
+    Judgement,
+    ModelVariant,
+    Outcome,
+    Prompt,
+    TrainingJob,
+)
+from evaluator.prompt_files import parse_prompt_file
+
+SIDES = ("left", "right", "tie")
+MAX_TRAINING_ATTEMPTS = 3
+
+
+class ServiceError(ValueError):
+    """A request that cannot be carried out; the message is shown to the user as it is."""
+
+
+# Campaigns and prompts -------------------------------------------------------------------------------------
+
+
+def campaign_create(*, name: str, description: str = "", overlap: int = 3) -> Campaign:
+    if Campaign.objects.filter(name=name).exists():
+        raise ServiceError(f"A campaign named {name!r} already exists.")
+    return Campaign.objects.create(name=name, description=description, overlap=overlap)
+
+
+@transaction.atomic
+def prompts_import(*, campaign: Campaign, file_name: str, data: bytes) -> int:
+    """Store every prompt of a JSONL/CSV file, or none: the file is validated whole first."""
+    rows = parse_prompt_file(file_name, data)
+    taken = set(
+        Prompt.objects.filter(campaign=campaign, external_id__in=[row.external_id for row in rows]).values_list(
+            "external_id", flat=True
+        )
+    )
+    if taken:
+        raise ServiceError(f"The campaign already has prompt id(s): {', '.join(sorted(taken)[:10])}.")
+    Prompt.objects.bulk_create(
+        Prompt(
+            campaign=campaign, external_id=row.external_id, text=row.text, reference=row.reference, context=row.context
+        )
+        for row in rows
+    )
+    return len(rows)
+
+
+# Variants, candidates and comparisons ----------------------------------------------------------------------
+
+
+def variant_create(
+    *,
+    name: str,
+    base_model: str,
+    adapter_path: str = "",
+    quantization: str = "none",
+    generation_settings: Mapping[str, Any] | None = None,
+    parent: ModelVariant | None = None,
+) -> ModelVariant:
+    if ModelVariant.objects.filter(name=name).exists():
+        raise ServiceError(f"A variant named {name!r} already exists.")
+    return ModelVariant.objects.create(
+        name=name,
+        base_model=base_model,
+        adapter_path=adapter_path,
+        quantization=quantization,
+        generation_settings=dict(generation_settings or {}),
+        parent=parent,
+    )
+
+
+def generation_job_queue(
+    *,
+    campaign: Campaign,
+    variants: Sequence[ModelVariant],
+    samples_per_prompt: int = 1,
+    created_by: AbstractBaseUser | None = None,
+    training_job: TrainingJob | None = None,
+) -> GenerationJob:
+    """Queue candidate generation for `variants` over the campaign's prompts; the worker pairs them after."""
+    from workers.tasks import generate_candidates
+
+    distinct = {variant.pk: variant for variant in variants}
+    if len(distinct) < 2:
+        raise ServiceError("Choose at least two variants: comparisons need two answers.")
+    prompt_count = campaign.prompts.count()
+    if prompt_count == 0:
+        raise ServiceError("The campaign has no prompts yet: import some first.")
+    with transaction.atomic():
+        job = GenerationJob.objects.create(
+            campaign=campaign,
+            samples_per_prompt=samples_per_prompt,
+            created_by=created_by,
+            training_job=training_job,
+            total=prompt_count * len(distinct) * samples_per_prompt,
+        )
+        job.variants.set(distinct.values())
+        generate_candidates.delay_on_commit(job.pk)
+    return job
+
+
+def generation_job_start(*, job_id: int) -> GenerationJob | None:
+    """Mark a queued (or redelivered running) job as running; None when it has already ended."""
+    updated = GenerationJob.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        status=JobStatus.RUNNING, started_at=timezone.now()
+    )
+    return GenerationJob.objects.get(pk=job_id) if updated else None
+
+
+def candidates_store(*, job: GenerationJob, variant: ModelVariant, generated: Iterable[Mapping[str, Any]]) -> int:
+    """Store generated answers; a (prompt, variant, sample) that already exists is left as it is."""
+    rows = [
+        Candidate(
+            prompt_id=item["prompt_id"],
+            variant=variant,
+            sample_index=item["sample_index"],
+            text=item["text"],
+            generation_settings=item["generation_settings"],
+            seed=item["seed"],
+            prompt_tokens=item["prompt_tokens"],
+            completion_tokens=item["completion_tokens"],
+            latency_ms=item["latency_ms"],
+        )
+        for item in generated
+    ]
+    with transaction.atomic():
+        Candidate.objects.bulk_create(rows, ignore_conflicts=True)
+        GenerationJob.objects.filter(pk=job.pk).update(done=_candidate_count(job))
+    return len(rows)
+
+
+def _candidate_count(job: GenerationJob) -> int:
+    return Candidate.objects.filter(
+        prompt__campaign_id=job.campaign_id,
+        variant__in=job.variants.all(),
+        sample_index__lt=job.samples_per_prompt,
+    ).count()
+
+
+def comparisons_create(*, campaign: Campaign, variants: Sequence[ModelVariant]) -> int:
+    """Pair the candidates of every two variants on each prompt (sample i with sample i); idempotent."""
+    by_key = {
+        (candidate.prompt_id, candidate.variant_id, candidate.sample_index): candidate
+        for candidate in Candidate.objects.filter(prompt__campaign=campaign, variant__in=variants)
+    }
+    prompt_samples = {(prompt_id, sample) for prompt_id, _, sample in by_key}
+    ordered = sorted({variant.pk for variant in variants})
+    new = []
+    for prompt_id, sample in sorted(prompt_samples):
+        for variant_a, variant_b in combinations(ordered, 2):
+            first = by_key.get((prompt_id, variant_a, sample))
+            second = by_key.get((prompt_id, variant_b, sample))
+            if first and second:
+                new.append(
+                    Comparison(
+                        campaign=campaign,
+                        prompt_id=prompt_id,
+                        candidate_a=first,
+                        candidate_b=second,
+                        variant_a_id=variant_a,
+                        variant_b_id=variant_b,
+                    )
+                )
+    before = Comparison.objects.filter(campaign=campaign).count()
+    Comparison.objects.bulk_create(new, ignore_conflicts=True)
+    return Comparison.objects.filter(campaign=campaign).count() - before
+
+
+def generation_job_finish(*, job_id: int) -> GenerationJob:
+    job = GenerationJob.objects.get(pk=job_id)
+    created = comparisons_create(campaign=job.campaign, variants=list(job.variants.all()))
+    GenerationJob.objects.filter(pk=job_id).update(
+        status=JobStatus.SUCCEEDED,
+        comparisons_created=created,
+        done=_candidate_count(job),
+        finished_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    return job
+
+
+def job_fail(*, job: GenerationJob | TrainingJob, error: str) -> None:
+    type(job).objects.filter(pk=job.pk).exclude(status__in=FINISHED_STATUSES).update(
+        status=JobStatus.FAILED, error=error[:5000], finished_at=timezone.now()
+    )
+
+
+# Rating ----------------------------------------------------------------------------------------------------
+
+
+def _live_assignments(now: datetime) -> Q:
+    return Q(assignments__completed_at__isnull=False) | Q(assignments__lease_expires_at__gt=now)
+
+
+def assignment_next(*, annotator: AbstractBaseUser, now: datetime | None = None) -> Assignment | None:
+    """The annotator's open assignment, or a newly claimed comparison that still needs judgements."""
+    now = now or timezone.now()
+    current = (
+        Assignment.objects.filter(annotator=annotator, completed_at__isnull=True, lease_expires_at__gt=now)
+        .order_by("created_at")
+        .first()
+    )
+    if current:
+        return current
+    with transaction.atomic():
+        open_ids = list(
+            Comparison.objects.exclude(assignments__annotator=annotator)
+            .annotate(live=Count("assignments", filter=_live_assignments(now)))
+            .filter(live__lt=F("campaign__overlap"))
+            .order_by("live", "?")
+            .values_list("pk", flat=True)[:16]
+        )
+        # Lock the chosen rows; a comparison another annotator is claiming right now is skipped, not waited on.
+        locked = Comparison.objects.select_for_update(skip_locked=True).filter(pk__in=open_ids)
+        for comparison in sorted(locked, key=lambda c: open_ids.index(c.pk)):
+            live = comparison.assignments.filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now))
+            if live.count() >= comparison.campaign.overlap:
+                continue
+            return Assignment.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                left_is_a=secrets.randbelow(2) == 0,
+                lease_expires_at=now + timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES),
+            )
+    return None
+
+
+def side_to_outcome(side: str, *, left_is_a: bool) -> Outcome:
+    if side == "tie":
+        return Outcome.TIE
+    shown_a = (side == "left") == left_is_a
+    return Outcome.A if shown_a else Outcome.B
+
+
+def judgement_submit(
+    *,
+    token: str,
+    annotator: AbstractBaseUser,
+    choices: Mapping[str, str],
+    rationale: str = "",
+    now: datetime | None = None,
+) -> Judgement:
+    """Record a judgement for an assignment; a repeated submission returns the stored one unchanged.
+
+    `choices` maps each criterion slug (plus "overall") to the screen side chosen: left, right or tie.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        assignment = (
+            Assignment.objects.select_for_update().select_related("comparison__campaign").filter(token=token).first()
+        )
+        if assignment is None or assignment.annotator_id != annotator.pk:
+            raise PermissionDenied("This task is not yours.")
+        existing = Judgement.objects.filter(assignment=assignment).first()
+        if existing:
+            return existing
+        campaign = assignment.comparison.campaign
+        _check_choices(choices, campaign.criterion_slugs)
+        if assignment.lease_expires_at <= now:
+            _check_room_after_expiry(assignment, now)
+        judgement = Judgement.objects.create(
+            assignment=assignment,
+            comparison=assignment.comparison,
+            annotator=annotator,
+            rationale=rationale.strip()[:5000],
+            time_on_task_ms=max(0, int((now - assignment.created_at).total_seconds() * 1000)),
+        )
+        CriterionChoice.objects.bulk_create(
+            CriterionChoice(
+                judgement=judgement,
+                criterion=slug,
+                outcome=side_to_outcome(choices[slug], left_is_a=assignment.left_is_a),
+            )
+            for slug in campaign.criterion_slugs
+        )
+        assignment.completed_at = now
+        assignment.save(update_fields=["completed_at"])
+    return judgement
+
+
+def _check_choices(choices: Mapping[str, str], slugs: list[str]) -> None:
+    missing = [slug for slug in slugs if slug not in choices]
+    if missing:
+        raise ServiceError(f"Choose left, right or tie for: {', '.join(missing)}.")
+    unknown = sorted(set(choices) - set(slugs))
+    if unknown:
+        raise ServiceError(f"Unknown criteria: {', '.join(unknown)}.")
+    bad = [slug for slug in slugs if choices[slug] not in SIDES]
+    if bad:
+        raise ServiceError(f"Choices must be left, right or tie; got something else for: {', '.join(bad)}.")
+
+
+def _check_room_after_expiry(assignment: Assignment, now: datetime) -> None:
+    """A late submission counts only while the comparison still has fewer than k live assignments."""
+    comparison = Comparison.objects.select_for_update().get(pk=assignment.comparison_id)
+    live = comparison.assignments.exclude(pk=assignment.pk).filter(
+        Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now)
+    )
+    if live.count() >= comparison.campaign.overlap:
+        raise ServiceError("This task's time ran out and it went to someone else.")
+
+
+# Retraining ------------------------------------------------------------------------------------------------
+
+
+def training_job_queue(
+    *,
+    campaign: Campaign,
+    parent_variant: ModelVariant,
+    config: Mapping[str, Any],
+    created_by: AbstractBaseUser | None = None,
+) -> TrainingJob:
+    """Queue a DPO/QLoRA retrain of `parent_variant` on the campaign's preferences."""
+    from workers.tasks import run_training_job
+
+    if parent_variant.adapter_path:
+        raise ServiceError("Retrain from a base variant (one without an adapter).")
+    with transaction.atomic():
+        job = TrainingJob.objects.create(
+            campaign=campaign, parent_variant=parent_variant, config=dict(config), created_by=created_by
+        )
+        run_training_job.delay_on_commit(job.pk)
+    return job
+
+
+def training_job_start(*, job_id: int) -> TrainingJob | None:
+    """Claim a queued job (or a redelivered running one under the attempt cap); None if nothing to do."""
+    updated = (
+        TrainingJob.objects.filter(pk=job_id, attempts__lt=MAX_TRAINING_ATTEMPTS)
+        .filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING))
+        .update(
+            status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), heartbeat_at=timezone.now()
+        )
+    )
+    return TrainingJob.objects.select_related("parent_variant", "campaign").get(pk=job_id) if updated else None
+
+
+def training_job_dataset_record(*, job: TrainingJob, size: int, fingerprint: str) -> None:
+    TrainingJob.objects.filter(pk=job.pk).update(dataset_size=size, dataset_hash=fingerprint)
+
+
+def training_job_progress(*, job_id: int, log: Mapping[str, Any]) -> None:
+    """Append one training log line and refresh progress and heartbeat."""
+    job = TrainingJob.objects.get(pk=job_id)
+    job.metrics = [*job.metrics, dict(log)]
+    job.progress_step = int(log.get("step", job.progress_step))
+    job.progress_total = int(log.get("max_steps", job.progress_total))
+    job.heartbeat_at = timezone.now()
+    job.save(update_fields=["metrics", "progress_step", "progress_total", "heartbeat_at"])
+
+
+def training_job_cancel_requested(*, job_id: int) -> bool:
+    return TrainingJob.objects.filter(pk=job_id, status=JobStatus.CANCELLED).exists()
+
+
+def training_job_succeed(*, job_id: int, adapter_dir: str, lineage: Mapping[str, Any]) -> ModelVariant:
+    """Register the trained adapter as a new variant and queue its round against the parent."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().select_related("parent_variant", "campaign").get(pk=job_id)
+        parent = job.parent_variant
+        variant = ModelVariant.objects.create(
+            name=f"{parent.name} · DPO #{job.pk}",
+            base_model=parent.base_model,
+            adapter_path=adapter_dir,
+            quantization=parent.quantization,
+            generation_settings=parent.generation_settings,
+            parent=parent,
+            training_job=job,
+            lineage=dict(lineage),
+        )
+        job.status = JobStatus.SUCCEEDED
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        generation_job_queue(campaign=job.campaign, variants=[parent, variant], training_job=job)
+    return variant

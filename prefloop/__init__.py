@@ -1,0 +1,1 @@
+"""Prefloop project package: settings, URLs and WSGI/ASGI wiring."""

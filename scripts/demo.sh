@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The app and its worker on embedded defaults (SQLite + filesystem broker), seeded with a demo campaign.
+# Set DATABASE_URL / CELERY_BROKER_URL to use PostgreSQL and Redis; PORT to change the port (default 8000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${PORT:-8000}"
+BIN=.venv/bin
+export PREFLOOP_VAR_DIR="${PREFLOOP_VAR_DIR:-$PWD/var}"
+export TOKENIZERS_PARALLELISM=false
+mkdir -p "$PREFLOOP_VAR_DIR/logs"
+
+$BIN/python manage.py migrate --noinput >/dev/null
+$BIN/python manage.py collectstatic --noinput >/dev/null
+echo "Demo accounts (passwords are new on every start):"
+$BIN/python manage.py seed_demo
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+# One worker process for the GPU queue (a fresh child per task returns GPU memory) and the default queue.
+$BIN/celery -A workers worker -Q gpu,default --concurrency 1 --max-tasks-per-child 1 --loglevel INFO \
+  >"$PREFLOOP_VAR_DIR/logs/worker.log" 2>&1 &
+pids+=($!)
+$BIN/gunicorn prefloop.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --access-logfile - \
+  >"$PREFLOOP_VAR_DIR/logs/web.log" 2>&1 &
+pids+=($!)
+
+for _ in $(seq 1 60); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.5
+done
+echo
+echo "Prefloop is running at http://127.0.0.1:$PORT/  (worker log: $PREFLOOP_VAR_DIR/logs/worker.log)"
+echo "Press Ctrl-C to stop."
+wait -n "${pids[@]}"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole suite against the real PostgreSQL, Redis, a Celery worker process and headless Chromium.
+# Run through `make test` (which builds the virtualenv first); extra pytest arguments: `make test ARGS="-k loop"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+ensure_postgres
+ensure_redis
+ensure_chromium
+
+export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/prefloop}"
+export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}"
+export PREFLOOP_VAR_DIR="$PWD/var/test"
+export PREFLOOP_TEST_CACHE="${PREFLOOP_TEST_CACHE:-$PWD/var/test-cache}"
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+rm -rf "$PREFLOOP_VAR_DIR"
+
+.venv/bin/ruff check .
+.venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,112 @@
+"""Shared fixtures: named users for every role, the tiny offline model, and a real Celery worker process."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import AbstractUser
+
+from tests import factories
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def annotator(db: None) -> AbstractUser:
+    return factories.user("ann", "annotator")
+
+
+@pytest.fixture
+def second_annotator(db: None) -> AbstractUser:
+    return factories.user("bea", "annotator")
+
+
+@pytest.fixture
+def researcher(db: None) -> AbstractUser:
+    return factories.user("rex", "researcher")
+
+
+@pytest.fixture
+def admin_user(db: None) -> AbstractUser:
+    return factories.user("ada", "admin")
+
+
+@pytest.fixture
+def outsider(db: None) -> AbstractUser:
+    return factories.user("otto")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The built-in tiny model, built once per machine into the test cache (deterministic, offline)."""
+    from training.tiny import ensure_tiny_model
+
+    cache = Path(os.environ.get("PREFLOOP_TEST_CACHE", REPO / "var" / "test-cache"))
+    return ensure_tiny_model(cache / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup: None, django_db_blocker: object) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process on the real broker, connected to the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        pytest.fail("worker tests need CELERY_BROKER_URL=redis://…; run them through `make test`")
+    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict)}
+    log = open(Path(settings.VAR_DIR) / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            "gpu,default",
+            "--concurrency",
+            "1",
+            "--max-tasks-per-child",
+            "1",
+            "--purge",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"tests-{os.getpid()}@%h",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    _wait_until_ready(Path(log.name), worker)
+    yield worker
+    worker.terminate()
+    worker.wait(timeout=30)
+    log.close()
+
+
+def _database_url(db: dict[str, object]) -> str:
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def _wait_until_ready(log: Path, worker: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            pytest.fail(f"the Celery worker exited with {worker.returncode}:\n{log.read_text()[-3000:]}")
+        if " ready." in log.read_text(errors="replace"):
+            return
+        time.sleep(0.3)
+    pytest.fail(f"the Celery worker did not become ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # Hashing strength is no concern of the tests; PBKDF2's iterations would dominate their run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,74 @@
+"""Small factories for test data; every value can be overridden by keyword."""
+
+import itertools
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.utils import timezone
+
+from evaluator.accounts import role_groups_ensure
+from evaluator.models import Assignment, Campaign, Candidate, Comparison, ModelVariant, Prompt
+
+PASSWORD = "correct-horse-battery-staple"
+_counter = itertools.count(1)
+
+
+def user(username: str, *roles: str) -> AbstractUser:
+    groups = role_groups_ensure()
+    account = get_user_model().objects.create_user(username=username, password=PASSWORD)
+    account.groups.set([groups[role] for role in roles])
+    return account
+
+
+def campaign(**fields: Any) -> Campaign:
+    return Campaign.objects.create(**{"name": f"Campaign {next(_counter)}", "overlap": 2, **fields})
+
+
+def variant(**fields: Any) -> ModelVariant:
+    return ModelVariant.objects.create(**{"name": f"variant-{next(_counter)}", "base_model": "tiny", **fields})
+
+
+def prompt(campaign: Campaign, **fields: Any) -> Prompt:
+    number = next(_counter)
+    return Prompt.objects.create(
+        **{"campaign": campaign, "external_id": f"p{number}", "text": f"Question {number}?", **fields}
+    )
+
+
+def candidate(prompt: Prompt, variant: ModelVariant, **fields: Any) -> Candidate:
+    defaults = {
+        "text": f"Answer from {variant.name}",
+        "seed": 1,
+        "prompt_tokens": 5,
+        "completion_tokens": 7,
+        "latency_ms": 12,
+    }
+    return Candidate.objects.create(prompt=prompt, variant=variant, **{**defaults, **fields})
+
+
+def comparison(
+    campaign: Campaign,
+    *,
+    variants: tuple[ModelVariant, ModelVariant] | None = None,
+    texts: tuple[str, str] | None = None,
+) -> Comparison:
+    first, second = variants or (variant(), variant())
+    if first.pk > second.pk:
+        first, second = second, first
+    question = prompt(campaign)
+    text_a, text_b = texts or (f"Answer from {first.name}", f"Answer from {second.name}")
+    return Comparison.objects.create(
+        campaign=campaign,
+        prompt=question,
+        candidate_a=candidate(question, first, text=text_a),
+        candidate_b=candidate(question, second, text=text_b),
+        variant_a=first,
+        variant_b=second,
+    )
+
+
+def assignment(comparison: Comparison, annotator: AbstractUser, **fields: Any) -> Assignment:
+    defaults = {"left_is_a": True, "lease_expires_at": timezone.now() + timedelta(minutes=20)}
+    return Assignment.objects.create(comparison=comparison, annotator=annotator, **{**defaults, **fields})
