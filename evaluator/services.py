@@ -29,6 +29,7 @@ from evaluator.models import (
     TrainingJob,
 )
 from evaluator.prompt_files import parse_prompt_file
+from training.generate import GenerationSettings
 
 SIDES = ("left", "right", "tie")
 MAX_TRAINING_ATTEMPTS = 3
@@ -81,12 +82,16 @@ def variant_create(
 ) -> ModelVariant:
     if ModelVariant.objects.filter(name=name).exists():
         raise ServiceError(f"A variant named {name!r} already exists.")
+    try:
+        settings_ = GenerationSettings.from_dict(generation_settings or {})
+    except ValueError as error:
+        raise ServiceError(f"Generation settings: {error}.") from None
     return ModelVariant.objects.create(
         name=name,
         base_model=base_model,
         adapter_path=adapter_path,
         quantization=quantization,
-        generation_settings=dict(generation_settings or {}),
+        generation_settings=settings_.to_dict(),
         parent=parent,
     )
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import AbstractUser
 from django.test import Client
 
 from evaluator.models import (
@@ -115,7 +114,7 @@ def longer_answer(left: str, right: str) -> str:
 def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating(
     celery_worker_process, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    admin: AbstractUser = factories.user("ada", "admin")
+    factories.user("ada", "admin")
     factories.user("ann", "annotator")
     factories.user("bea", "annotator")
     factories.user("rex", "researcher")

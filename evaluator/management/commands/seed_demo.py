@@ -3,7 +3,9 @@
 `python manage.py seed_demo` — safe to run again: it resets the demo passwords and adds nothing twice.
 """
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +88,17 @@ class Command(BaseCommand):
 
 
 def _model_unavailable(reference: str) -> str | None:
-    """None when the model's config can be read (locally or from the hub), else the reason it cannot."""
-    try:
-        from transformers import AutoConfig
+    """None when the model's config can be read (local folder, local cache or the hub), else why it cannot."""
+    from transformers import AutoConfig
 
+    if os.path.isdir(reference):
+        return None
+    with contextlib.suppress(Exception):  # not in the local cache: try the hub below
+        AutoConfig.from_pretrained(reference, local_files_only=True)
+        return None
+    try:
+        # The hub client retries for half a minute when offline; a quick connect tells at once.
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
         AutoConfig.from_pretrained(reference)
     except Exception as error:  # any failure means: use the fallback
         return f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
