@@ -32,11 +32,11 @@ def votes_frame(*, campaign: Campaign) -> pd.DataFrame:
 
 
 def campaign_pairwise_stats(*, campaign: Campaign) -> list[dict[str, Any]]:
-    """The pairwise table with variant names and criterion labels, rubric order, overall first."""
+    """The pairwise table with variant names and criterion labels, in rubric order with overall last."""
     table = pairwise_table(votes_frame(campaign=campaign))
     names = dict(ModelVariant.objects.values_list("pk", "name"))
     labels = {criterion["slug"]: criterion["label"] for criterion in campaign.criteria} | {OVERALL: "Overall"}
-    order = {slug: index for index, slug in enumerate([OVERALL, *labels])}
+    order = {slug: index for index, slug in enumerate(campaign.criterion_slugs)}
     rows = table.to_dict("records")
     for row in rows:
         row["variant_a_name"] = names.get(row["variant_a"], "?")

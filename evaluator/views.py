@@ -1,5 +1,7 @@
 """Short views: permission-checked fetch → form → one service call → redirect or render."""
 
+import json
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -249,7 +251,8 @@ def training_job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         for log in job.metrics
         if "loss" in log
     ]
-    return render(request, "manage/training_job.html", {"job": job, "losses": losses})
+    context = {"job": job, "losses": losses, "config_json": json.dumps(job.config, indent=2, sort_keys=True)}
+    return render(request, "manage/training_job.html", context)
 
 
 def _form_errors(form: forms.Form) -> str:

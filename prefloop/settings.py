@@ -132,7 +132,7 @@ if PRODUCTION:
 
 # Celery: the broker only carries ids; every job's truth lives in the database.
 _BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _sub in ("queue", "processed"):
         (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PORT="${PORT:-8000}"
 BIN=.venv/bin
 export PREFLOOP_VAR_DIR="${PREFLOOP_VAR_DIR:-$PWD/var}"
-export TOKENIZERS_PARALLELISM=false
+export TOKENIZERS_PARALLELISM=false HF_HUB_DISABLE_PROGRESS_BARS=1
 mkdir -p "$PREFLOOP_VAR_DIR/logs"
 
 $BIN/python manage.py migrate --noinput >/dev/null

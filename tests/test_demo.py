@@ -1,0 +1,84 @@
+"""`make demo`'s path on embedded defaults: SQLite, the filesystem broker and a real worker, no server at all."""
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.worker
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_tiny_model(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env |= {
+        "PREFLOOP_VAR_DIR": str(tmp_path),
+        "PREFLOOP_BASE_MODEL": "prefloop-tests/no-such-model",  # cannot load: the demo must fall back
+        "PREFLOOP_TINY_MODEL_DIR": str(tiny_model_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
+    manage("migrate", "--noinput", env=env)
+    output = manage("seed_demo", env=env)
+
+    assert len(re.findall(r"password: \S{12,}", output)) == 4
+    assert "cannot be loaded" in output and "built-in tiny model" in output
+    assert "Queued generation job #1: 72 answers from 2 variants." in output
+    assert "Queued generation job" not in manage("seed_demo", env=env)  # a second run adds nothing
+
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            "gpu,default",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        status = wait_for_generation(tmp_path / "prefloop.sqlite3", worker)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+    assert status == ("succeeded", 72, 72, 36)
+
+
+def wait_for_generation(database: Path, worker: subprocess.Popen[bytes], timeout: float = 240) -> tuple:
+    deadline = time.monotonic() + timeout
+    row = None
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker died"
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT status, done, total, comparisons_created FROM evaluator_generationjob").fetchone()
+        if row and row[0] in ("succeeded", "failed"):
+            return row
+        time.sleep(0.5)
+    pytest.fail(f"the demo's generation job did not finish: {row}")
