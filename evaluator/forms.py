@@ -4,9 +4,11 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import UploadedFile
 
 from evaluator.models import Campaign, ModelVariant, Quantization
+from evaluator.selectors import VoteFilters
 
 SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
 
@@ -116,3 +118,38 @@ class RatingForm(forms.Form):
 
     def choices(self) -> dict[str, str]:
         return {criterion["slug"]: self.cleaned_data[criterion["slug"]] for criterion in self.rubric}
+
+
+class StatisticsFilterForm(forms.Form):
+    """The statistics page's filters, read from the query string."""
+
+    VIEWS = [("judgement", "Every judgement"), ("prompt", "Prompt-level majority")]
+
+    view = forms.ChoiceField(choices=VIEWS, required=False, initial="judgement")
+    annotator_group = forms.ModelChoiceField(
+        queryset=Group.objects.order_by("name"), required=False, to_field_name="name", empty_label="All annotators"
+    )
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    exclude_flagged = forms.BooleanField(required=False, label="Exclude flagged annotators")
+    include_gold = forms.BooleanField(required=False, label="Include gold items")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise forms.ValidationError("The start date is after the end date.")
+        return data
+
+    def vote_filters(self) -> VoteFilters:
+        data = self.cleaned_data
+        group = data.get("annotator_group")
+        return VoteFilters(
+            annotator_group=group.name if group else None,
+            since=data.get("since"),
+            until=data.get("until"),
+            exclude_flagged=bool(data.get("exclude_flagged")),
+            exclude_gold=not data.get("include_gold"),
+        )
+
+    def prompt_level(self) -> bool:
+        return self.cleaned_data.get("view") == "prompt"

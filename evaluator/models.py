@@ -197,6 +197,14 @@ class Candidate(models.Model):
         return f"candidate {self.pk} (prompt {self.prompt_id}, sample {self.sample_index})"
 
 
+class Outcome(models.TextChoices):
+    """Which variant of the comparison won; a and b are the comparison's variants, never screen sides."""
+
+    A = "a", "Variant a"
+    B = "b", "Variant b"
+    TIE = "tie", "Tie"
+
+
 class Comparison(models.Model):
     """Two candidates of one prompt from two variants; side a is always the variant with the lower id."""
 
@@ -206,10 +214,16 @@ class Comparison(models.Model):
     candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
     variant_a = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
     variant_b = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
+    # Gold items carry a known answer; they measure annotators and are left out of statistics on request.
+    gold_outcome = models.CharField(max_length=3, choices=Outcome.choices, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(gold_outcome__isnull=True) | Q(gold_outcome__in=Outcome.values),
+                name="comparison_gold_outcome_valid",
+            ),
             models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="comparison_unique_pair"),
             models.CheckConstraint(condition=Q(variant_a__lt=F("variant_b")), name="comparison_variants_ordered"),
             models.CheckConstraint(condition=~Q(candidate_a=F("candidate_b")), name="comparison_candidates_differ"),
@@ -241,14 +255,6 @@ class Assignment(models.Model):
         return f"assignment {self.pk}"
 
 
-class Outcome(models.TextChoices):
-    """Which variant of the comparison won; a and b are the comparison's variants, never screen sides."""
-
-    A = "a", "Variant a"
-    B = "b", "Variant b"
-    TIE = "tie", "Tie"
-
-
 class Judgement(models.Model):
     assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgement")
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judgements")
@@ -264,6 +270,20 @@ class Judgement(models.Model):
 
     def __str__(self) -> str:
         return f"judgement {self.pk}"
+
+
+class AnnotatorFlag(models.Model):
+    """An annotator whose judgements researchers may exclude (rubber-stamping, failed gold items, …)."""
+
+    annotator = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flag")
+    reason = models.TextField()
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"flag on {self.annotator_id}"
 
 
 class CriterionChoice(models.Model):

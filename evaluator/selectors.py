@@ -1,12 +1,15 @@
 """Every read that is more than a `get`: keyword-only, typed, named <noun>_<verb>."""
 
-from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pandas as pd
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Length
 
+from evaluator import statistics
 from evaluator.models import (
     OVERALL,
     Assignment,
@@ -23,12 +26,55 @@ from evaluator.models import (
 from evaluator.statistics import VOTE_COLUMNS, pairwise_table
 
 
-def votes_frame(*, campaign: Campaign) -> pd.DataFrame:
-    """One row per judgement × criterion: criterion, variant_a, variant_b, outcome."""
-    rows = CriterionChoice.objects.filter(judgement__comparison__campaign=campaign).values_list(
-        "criterion", "judgement__comparison__variant_a_id", "judgement__comparison__variant_b_id", "outcome"
-    )
-    return pd.DataFrame.from_records(list(rows), columns=VOTE_COLUMNS)
+@dataclass(frozen=True)
+class VoteFilters:
+    """Which judgements the statistics count."""
+
+    annotator_group: str | None = None
+    since: date | None = None
+    until: date | None = None
+    exclude_flagged: bool = False
+    exclude_gold: bool = True
+
+
+# Column of the votes frame → the ORM path it is read from (one row per judgement × criterion).
+_VOTE_FIELDS = {
+    "judgement_id": "judgement_id",
+    "comparison_id": "judgement__comparison_id",
+    "prompt_id": "judgement__comparison__prompt_id",
+    "annotator_id": "judgement__annotator_id",
+    "criterion": "criterion",
+    "variant_a": "judgement__comparison__variant_a_id",
+    "variant_b": "judgement__comparison__variant_b_id",
+    "outcome": "outcome",
+    "left_is_a": "judgement__assignment__left_is_a",
+    "length_a": "length_a",
+    "length_b": "length_b",
+    "time_on_task_ms": "judgement__time_on_task_ms",
+    "created_at": "judgement__created_at",
+}
+
+
+def votes_frame(*, campaign: Campaign, filters: VoteFilters | None = None) -> pd.DataFrame:
+    """One row per judgement × criterion, the columns of VOTE_COLUMNS (see evaluator/statistics.py)."""
+    filters = filters or VoteFilters()
+    choices = CriterionChoice.objects.filter(judgement__comparison__campaign=campaign)
+    if filters.annotator_group:
+        choices = choices.filter(judgement__annotator__groups__name=filters.annotator_group)
+    if filters.since:
+        choices = choices.filter(judgement__created_at__date__gte=filters.since)
+    if filters.until:
+        choices = choices.filter(judgement__created_at__date__lte=filters.until)
+    if filters.exclude_flagged:
+        choices = choices.filter(judgement__annotator__flag__isnull=True)
+    if filters.exclude_gold:
+        choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
+    rows = choices.annotate(
+        length_a=Length("judgement__comparison__candidate_a__text"),
+        length_b=Length("judgement__comparison__candidate_b__text"),
+    ).values_list(*_VOTE_FIELDS.values())
+    frame = pd.DataFrame.from_records(list(rows.iterator(chunk_size=20_000)), columns=list(_VOTE_FIELDS))
+    return frame[VOTE_COLUMNS]
 
 
 def campaign_pairwise_stats(*, campaign: Campaign) -> list[dict[str, Any]]:
@@ -44,27 +90,6 @@ def campaign_pairwise_stats(*, campaign: Campaign) -> list[dict[str, Any]]:
         row["criterion_label"] = labels.get(row["criterion"], row["criterion"])
     rows.sort(key=lambda row: (row["variant_a"], row["variant_b"], order.get(row["criterion"], 99)))
     return rows
-
-
-def preference_votes_iter(*, campaign: Campaign, criterion: str = OVERALL) -> Iterator[dict[str, str]]:
-    """Prompt, both answers (by variant side) and the outcome of every judgement on `criterion`."""
-    choices = (
-        CriterionChoice.objects.filter(judgement__comparison__campaign=campaign, criterion=criterion)
-        .select_related(
-            "judgement__comparison__prompt",
-            "judgement__comparison__candidate_a",
-            "judgement__comparison__candidate_b",
-        )
-        .order_by("pk")
-    )
-    for choice in choices.iterator(chunk_size=2000):
-        comparison = choice.judgement.comparison
-        yield {
-            "prompt": comparison.prompt.text,
-            "answer_a": comparison.candidate_a.text,
-            "answer_b": comparison.candidate_b.text,
-            "outcome": choice.outcome,
-        }
 
 
 def decisive_vote_count(*, campaign: Campaign, criterion: str = OVERALL) -> int:
@@ -107,3 +132,27 @@ def training_jobs_recent(*, campaign: Campaign | None = None) -> QuerySet[Traini
     if campaign is not None:
         jobs = jobs.filter(campaign=campaign)
     return jobs[:50]
+
+
+def campaign_statistics(
+    *, campaign: Campaign, filters: VoteFilters | None = None, prompt_level: bool = False, n_boot: int = 1000
+) -> statistics.CampaignStatistics:
+    """All statistics of the campaign's judgements (or their prompt-level majorities) under `filters`."""
+    votes = votes_frame(campaign=campaign, filters=filters)
+    if prompt_level:
+        votes = statistics.prompt_majority(votes)
+    return statistics.campaign_statistics(votes, n_boot=n_boot, seed=0)
+
+
+def campaign_statistics_json(
+    *, campaign: Campaign, filters: VoteFilters | None = None, prompt_level: bool = False, n_boot: int = 1000
+) -> dict[str, Any]:
+    """The statistics as plain JSON (docs/formats.md), variants named rather than numbered."""
+    report = campaign_statistics(campaign=campaign, filters=filters, prompt_level=prompt_level, n_boot=n_boot).to_json()
+    names = dict(ModelVariant.objects.values_list("pk", "name"))
+    for section in ("pairs", "leaderboard"):
+        for row in report.get(section, []):
+            for key in ("variant", "variant_a", "variant_b"):
+                if key in row:
+                    row[key] = names.get(row[key], row[key])
+    return report

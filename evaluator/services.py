@@ -400,3 +400,12 @@ def training_job_succeed(*, job_id: int, adapter_dir: str, lineage: Mapping[str,
         job.save(update_fields=["status", "finished_at"])
         generation_job_queue(campaign=job.campaign, variants=[parent, variant], training_job=job)
     return variant
+
+
+def api_token_rotate(*, user: AbstractBaseUser) -> str:
+    """Replace the user's API token with a new one and return it (shown once)."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user).key

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from evaluator import views
 
@@ -7,7 +7,9 @@ urlpatterns = [
     path("rate/", views.rate, name="rate"),
     path("rate/<uuid:token>/", views.rate_submit, name="rate_submit"),
     path("stats/", views.stats_index, name="stats_index"),
+    path("stats/token/", views.api_token_rotate, name="api_token_rotate"),
     path("stats/<int:campaign_id>/", views.stats_campaign, name="stats_campaign"),
+    path("stats/<int:campaign_id>/export/", include("evaluator.export_urls")),
     path("manage/", views.manage, name="manage"),
     path("manage/campaigns/new/", views.campaign_create, name="campaign_create"),
     path("manage/variants/new/", views.variant_create, name="variant_create"),

@@ -16,11 +16,14 @@ from evaluator.forms import (
     PromptImportForm,
     RatingForm,
     RetrainForm,
+    StatisticsFilterForm,
     VariantForm,
 )
 from evaluator.models import Assignment, Campaign, ModelVariant, TrainingJob
 from evaluator.prompt_files import PromptFileError
+from evaluator.reports import statistics_report
 from evaluator.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required, user_roles
+from evaluator.selectors import VoteFilters
 
 
 @require_GET
@@ -94,16 +97,27 @@ def stats_index(request: HttpRequest) -> HttpResponse:
     return render(request, "stats/index.html", {"campaigns": selectors.campaign_list_with_counts()})
 
 
+@require_POST
+@role_required(RESEARCHER, ADMIN)
+def api_token_rotate(request: HttpRequest) -> HttpResponse:
+    token = services.api_token_rotate(user=request.user)
+    messages.success(request, f"Your new API token: {token} — copy it now; it replaces the old one.")
+    return redirect("stats_index")
+
+
 @require_GET
 @role_required(RESEARCHER, ADMIN)
 def stats_campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = StatisticsFilterForm(request.GET or None)
+    filters, prompt_level = (form.vote_filters(), form.prompt_level()) if form.is_valid() else (VoteFilters(), False)
     context = {
         "campaign": campaign,
-        "rows": selectors.campaign_pairwise_stats(campaign=campaign),
+        "form": form,
+        "report": statistics_report(campaign=campaign, filters=filters, prompt_level=prompt_level),
         "progress": selectors.campaign_progress(campaign=campaign),
     }
-    return render(request, "stats/campaign.html", context)
+    return render(request, "stats/campaign.html", context, status=400 if form.errors else 200)
 
 
 # Admins ----------------------------------------------------------------------------------------------------

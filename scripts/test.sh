@@ -16,5 +16,5 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 rm -rf "$PREFLOOP_VAR_DIR"
 
 .venv/bin/ruff check .
-.venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
+DATABASE_URL=sqlite:///:memory: .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
 .venv/bin/python -m pytest "$@"

@@ -72,3 +72,27 @@ def comparison(
 def assignment(comparison: Comparison, annotator: AbstractUser, **fields: Any) -> Assignment:
     defaults = {"left_is_a": True, "lease_expires_at": timezone.now() + timedelta(minutes=20)}
     return Assignment.objects.create(comparison=comparison, annotator=annotator, **{**defaults, **fields})
+
+
+def judgement(
+    comparison: Comparison,
+    annotator: AbstractUser,
+    outcomes: str | dict[str, str] = "a",
+    *,
+    left_is_a: bool = True,
+    time_on_task_ms: int = 1000,
+) -> Any:
+    """A completed assignment and its judgement. `outcomes` is one outcome for every criterion of the campaign
+    (a, b or tie: which *variant* won), or a mapping of criterion slug to outcome for only those criteria."""
+    from evaluator.models import CriterionChoice, Judgement
+
+    slugs = comparison.campaign.criterion_slugs
+    choices = {slug: outcomes for slug in slugs} if isinstance(outcomes, str) else dict(outcomes)
+    task = assignment(comparison, annotator, left_is_a=left_is_a, completed_at=timezone.now())
+    made = Judgement.objects.create(
+        assignment=task, comparison=comparison, annotator=annotator, time_on_task_ms=time_on_task_ms
+    )
+    CriterionChoice.objects.bulk_create(
+        CriterionChoice(judgement=made, criterion=slug, outcome=outcome) for slug, outcome in choices.items()
+    )
+    return made

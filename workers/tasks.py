@@ -9,7 +9,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from evaluator import selectors, services
+from evaluator import dpo_dataset, services
 from evaluator.models import GenerationJob, ModelVariant, Prompt
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _candidate_row(result: Any, settings_: Any) -> dict[str, Any]:
 def run_training_job(job_id: int) -> None:
     """Build the preference dataset, train a QLoRA DPO adapter, register it as a new variant."""
     from training.dpo import DPOJobConfig, train_dpo
-    from training.preferences import PairwiseVote, dataset_fingerprint, preference_records, write_jsonl
+    from training.preferences import dataset_fingerprint
 
     job = services.training_job_start(job_id=job_id)
     if job is None:
@@ -96,12 +96,10 @@ def run_training_job(job_id: int) -> None:
     try:
         workdir = Path(settings.ARTIFACTS_DIR) / "training-jobs" / str(job.pk)
         workdir.mkdir(parents=True, exist_ok=True)
-        votes = [PairwiseVote(**vote) for vote in selectors.preference_votes_iter(campaign=job.campaign)]
-        records = preference_records(votes)
+        records = dpo_dataset.preference_records_select(campaign=job.campaign, rules=dpo_dataset.SelectionRules())
         if not records:
             raise ValueError("the campaign has no decisive overall preferences to train on")
-        dataset = workdir / "preferences.jsonl"
-        write_jsonl(records, dataset)
+        dataset = dpo_dataset.dpo_jsonl_write(records, workdir / "preferences.jsonl")
         fingerprint = dataset_fingerprint(dataset)
         services.training_job_dataset_record(job=job, size=len(records), fingerprint=fingerprint)
         config = DPOJobConfig.from_dict(

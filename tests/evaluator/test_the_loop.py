@@ -170,10 +170,10 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
     # 4. The researcher's page shows the pairwise table with the sign test.
     stats = logged_in("rex").get(f"/stats/{campaign.pk}/")
     assert stats.status_code == 200
-    overall = next(row for row in stats.context["rows"] if row["criterion"] == "overall")
+    overall = next(section for section in stats.context["report"].sections if section.slug == "overall")
     decisive = CriterionChoice.objects.filter(criterion="overall").exclude(outcome="tie")
-    assert overall["wins_a"] + overall["wins_b"] == decisive.count()
-    assert f"{overall['wins_a']}</td>" in stats.content.decode()
+    assert overall.pairs[0]["wins_a"] + overall.pairs[0]["wins_b"] == decisive.count()
+    assert f'<td class="num">{overall.pairs[0]["wins_a"]}</td>' in stats.content.decode()
 
     # 5. An admin queues a DPO job; the worker trains a QLoRA adapter and registers the new variant.
     post_form(

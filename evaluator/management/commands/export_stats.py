@@ -1,0 +1,34 @@
+"""Export statistics: `python manage.py export_stats --campaign NAME --format json|csv [--table pairs] [--n-boot N]`.
+
+JSON prints one object, `CampaignStatistics.to_json()` with variants named (docs/formats.md); CSV prints one
+table (pairs, leaderboard or agreement). Gold items are left out, as on the statistics page.
+"""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from evaluator.exports import SUMMARY_FORMATS, SUMMARY_TABLES, summary_export
+from evaluator.management.commands.export_judgements import write_chunks
+from evaluator.models import Campaign
+
+
+class Command(BaseCommand):
+    help = "Export a campaign's statistics as JSON (everything) or CSV (one table)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--campaign", required=True, help="Campaign name.")
+        parser.add_argument("--format", required=True, choices=SUMMARY_FORMATS)
+        parser.add_argument("--table", default="pairs", choices=SUMMARY_TABLES, help="CSV only (default pairs).")
+        parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the intervals.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        campaign = Campaign.objects.filter(name=options["campaign"]).first()
+        if campaign is None:
+            raise CommandError(f"no campaign named {options['campaign']!r}")
+        if options["n_boot"] < 0:
+            raise CommandError("--n-boot must be 0 or more")
+        chunks = summary_export(
+            campaign=campaign, file_format=options["format"], table=options["table"], n_boot=options["n_boot"]
+        )
+        write_chunks(chunks, None, self.stdout)

@@ -1,0 +1,43 @@
+"""Import judgements: `python manage.py import_judgements judgements.jsonl --campaign "My campaign" [--create]`.
+
+The file is JSONL in Prefloop's or Chatbot Arena's shape (docs/formats.md); all or nothing.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from evaluator import services
+from evaluator.judgement_import import JudgementFileError, judgements_import
+from evaluator.models import Campaign
+
+
+class Command(BaseCommand):
+    help = "Import pairwise judgements (Prefloop or Chatbot Arena JSONL) into a campaign; all or nothing."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--campaign", required=True, help="Campaign name.")
+        parser.add_argument("--create", action="store_true", help="Create the campaign if it does not exist.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path: Path = options["file"]
+        if not path.is_file():
+            raise CommandError(f"{path}: no such file")
+        campaign = Campaign.objects.filter(name=options["campaign"]).first()
+        if campaign is None:
+            if not options["create"]:
+                raise CommandError(f"no campaign named {options['campaign']!r} (use --create)")
+            campaign = services.campaign_create(name=options["campaign"])
+        try:
+            summary = judgements_import(campaign=campaign, data=path.read_bytes())
+        except JudgementFileError as error:
+            raise CommandError(f"{path}: {error}; nothing was imported") from None
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {summary.judgements} judgements into {campaign.name!r} "
+                f"({summary.prompts_created} new prompts, {summary.variants_created} new variants, "
+                f"{summary.comparisons_created} new comparisons, {summary.annotators_created} new annotators)."
+            )
+        )
