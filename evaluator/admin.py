@@ -1,6 +1,7 @@
 """Django admin for inspecting rows; day-to-day work happens on Prefloop's own pages."""
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from evaluator import models
 
@@ -37,3 +38,23 @@ class PromptAdmin(admin.ModelAdmin):
     list_display = ["external_id", "campaign", "text"]
     list_select_related = ["campaign"]
     search_fields = ["external_id", "text"]
+
+
+@admin.register(models.AnnotatorFlag)
+class AnnotatorFlagAdmin(admin.ModelAdmin):
+    list_display = ["annotator", "reason", "flagged_by", "created_at"]
+    list_select_related = ["annotator", "flagged_by"]
+    raw_id_fields = ["annotator", "flagged_by"]
+
+
+@admin.register(models.Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    """Marking a comparison as a gold item (a known answer) happens here."""
+
+    list_display = ["pk", "campaign", "prompt", "variant_a", "variant_b", "gold_outcome"]
+    list_filter = ["campaign", "gold_outcome"]
+    list_select_related = ["campaign", "prompt", "variant_a", "variant_b"]
+    fields = ["gold_outcome"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # comparisons come from generation or import, never by hand

@@ -6,6 +6,7 @@ Get a token on the statistics page (or `manage.py drf_create_token USERNAME`), t
 
 from typing import Any
 
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -14,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluator import selectors
+from evaluator import export_views, selectors
 from evaluator.models import Campaign
 
 
@@ -80,3 +81,34 @@ class CampaignStatistics(APIView):
             n_boot=query.validated_data["n_boot"],
         )
         return Response(report)
+
+
+class _Download(APIView):
+    """An export download behind the API's token authentication; the file is the web page's download."""
+
+    download: Any = None
+
+    def get(self, request: Request, **kwargs: Any) -> HttpResponseBase:
+        # DRF has authenticated the token and set the user on the underlying request too.
+        return type(self).download(request._request, **kwargs)
+
+
+@extend_schema(parameters=[StatisticsQuery], responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+class JudgementsDownload(_Download):
+    """Every judgement × criterion as CSV, JSONL or Parquet, streamed (docs/formats.md)."""
+
+    download = staticmethod(export_views.judgements_download)
+
+
+@extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+class StatisticsDownload(_Download):
+    """The statistics as JSON, or one table (?table=pairs|leaderboard|agreement) as CSV."""
+
+    download = staticmethod(export_views.summary_download)
+
+
+@extend_schema(responses={(200, "application/jsonl"): OpenApiTypes.BINARY})
+class DPODatasetDownload(_Download):
+    """The DPO preference dataset in TRL's conversational format (?criterion=, ?min_agreement=)."""
+
+    download = staticmethod(export_views.dpo_download)

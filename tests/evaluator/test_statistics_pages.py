@@ -82,6 +82,14 @@ def test_the_api_needs_a_researcher_token_and_returns_the_statistics(annotator, 
     assert (overall["wins_a"], overall["wins_b"], overall["ties"]) == (0, 12, 4)
     assert {"left_share", "p_value"} <= set(stats["position_bias"])
     assert api.get(f"/api/campaigns/{campaign.pk}/statistics/", {"n_boot": 5}).status_code == 400
+
+    csv = api.get(f"/api/campaigns/{campaign.pk}/judgements.csv")
+    assert csv.status_code == 200 and csv["Content-Disposition"].startswith("attachment")
+    rows = b"".join(csv.streaming_content).decode().splitlines()
+    assert len(rows) == 1 + 16 * len(campaign.criterion_slugs)  # header + judgements × criteria
+    dpo = b"".join(api.get(f"/api/campaigns/{campaign.pk}/dpo.jsonl").streaming_content).decode().splitlines()
+    assert len(dpo) == 12 and json.loads(dpo[0])["chosen"][0]["role"] == "assistant"
+    assert api.get(f"/api/campaigns/{campaign.pk}/judgements.xlsx").status_code == 400
     assert api.get("/api/campaigns/999999/statistics/").status_code == 404
 
 
