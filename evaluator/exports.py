@@ -21,9 +21,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import CharField, F, Func, QuerySet
+from django.db.models import CharField, F, Func
 
-from evaluator.models import Campaign, Comparison, CriterionChoice, ModelVariant
+from evaluator.models import Campaign, Comparison, ModelVariant
 
 if TYPE_CHECKING:
     # Only the type: the raw exports need neither the statistics nor their imports (scipy, …).
@@ -115,24 +115,6 @@ RAW_SCHEMA = pa.schema(
 )
 
 
-def judgement_choices(*, campaign: Campaign, filters: VoteFilters | None = None) -> QuerySet[CriterionChoice]:
-    """The campaign's criterion choices under `filters`; None exports every judgement, gold items included."""
-    choices = CriterionChoice.objects.filter(judgement__comparison__campaign=campaign)
-    if filters is None:
-        return choices
-    if filters.annotator_group:
-        choices = choices.filter(judgement__annotator__groups__name=filters.annotator_group)
-    if filters.since:
-        choices = choices.filter(judgement__created_at__date__gte=filters.since)
-    if filters.until:
-        choices = choices.filter(judgement__created_at__date__lte=filters.until)
-    if filters.exclude_flagged:
-        choices = choices.filter(judgement__annotator__flag__isnull=True)
-    if filters.exclude_gold:
-        choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
-    return choices
-
-
 def raw_column_chunks(
     *, campaign: Campaign, filters: VoteFilters | None = None, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[dict[str, list[Any]]]:
@@ -141,6 +123,8 @@ def raw_column_chunks(
     One query through a server-side cursor, ordered by criterion choice id (judgement by judgement), plus per
     chunk one query for its comparisons' texts and names and at most one for annotators not seen before.
     """
+    from evaluator.selectors import judgement_choices
+
     choices = judgement_choices(campaign=campaign, filters=filters).order_by("pk")
     if connection.vendor == "postgresql":
         # PostgreSQL writes the ISO 8601 text itself: parsing a timestamp per row in Python and formatting it again

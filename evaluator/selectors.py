@@ -55,10 +55,11 @@ _VOTE_FIELDS = {
 }
 
 
-def votes_frame(*, campaign: Campaign, filters: VoteFilters | None = None) -> pd.DataFrame:
-    """One row per judgement × criterion, the columns of VOTE_COLUMNS (see evaluator/statistics.py)."""
-    filters = filters or VoteFilters()
+def judgement_choices(*, campaign: Campaign, filters: VoteFilters | None = None) -> QuerySet[CriterionChoice]:
+    """The campaign's criterion choices under `filters`; None means every judgement, gold items included."""
     choices = CriterionChoice.objects.filter(judgement__comparison__campaign=campaign)
+    if filters is None:
+        return choices
     if filters.annotator_group:
         choices = choices.filter(judgement__annotator__groups__name=filters.annotator_group)
     if filters.since:
@@ -69,6 +70,12 @@ def votes_frame(*, campaign: Campaign, filters: VoteFilters | None = None) -> pd
         choices = choices.filter(judgement__annotator__flag__isnull=True)
     if filters.exclude_gold:
         choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
+    return choices
+
+
+def votes_frame(*, campaign: Campaign, filters: VoteFilters | None = None) -> pd.DataFrame:
+    """One row per judgement × criterion, the columns of VOTE_COLUMNS (see evaluator/statistics.py)."""
+    choices = judgement_choices(campaign=campaign, filters=filters or VoteFilters())
     rows = choices.annotate(
         length_a=Length("judgement__comparison__candidate_a__text"),
         length_b=Length("judgement__comparison__candidate_b__text"),

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from django.contrib.auth.models import AbstractUser
@@ -59,36 +60,34 @@ def celery_worker_process(django_db_setup: None, django_db_blocker: object) -> I
         pytest.fail("worker tests need CELERY_BROKER_URL=redis://…; run them through `make test`")
     env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict)}
     log = open(Path(settings.VAR_DIR) / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-Q",
-            "gpu,default",
-            "--concurrency",
-            "1",
-            "--max-tasks-per-child",
-            "1",
-            "--purge",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            f"tests-{os.getpid()}@%h",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_worker(env, log, "--purge", "--hostname", f"tests-{os.getpid()}@%h")
     _wait_until_ready(Path(log.name), worker)
     yield worker
     worker.terminate()
     worker.wait(timeout=30)
     log.close()
+
+
+def start_worker(env: dict[str, str], log: IO[bytes], *extra: str) -> subprocess.Popen[bytes]:
+    """`celery worker` as `make demo` runs it (both queues, one task at a time, a fresh child per task)."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        "gpu,default",
+        "--concurrency",
+        "1",
+        "--max-tasks-per-child",
+        "1",
+        "--loglevel",
+        "INFO",
+        *extra,
+    ]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _database_url(db: dict[str, object]) -> str:

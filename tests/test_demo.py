@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_worker
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.worker
@@ -42,26 +44,7 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_t
     assert "Queued generation job" not in manage("seed_demo", env=env)  # a second run adds nothing
 
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-Q",
-            "gpu,default",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_worker(env, log)
     try:
         status = wait_for_generation(tmp_path / "prefloop.sqlite3", worker)
     finally:

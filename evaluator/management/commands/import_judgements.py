@@ -8,9 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluator import services
 from evaluator.judgement_import import JudgementFileError, judgements_import
-from evaluator.models import Campaign
+from evaluator.management.commands._campaigns import campaign_by_name
 
 
 class Command(BaseCommand):
@@ -25,11 +24,7 @@ class Command(BaseCommand):
         path: Path = options["file"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
-        campaign = Campaign.objects.filter(name=options["campaign"]).first()
-        if campaign is None:
-            if not options["create"]:
-                raise CommandError(f"no campaign named {options['campaign']!r} (use --create)")
-            campaign = services.campaign_create(name=options["campaign"])
+        campaign = campaign_by_name(options["campaign"], create=options["create"])
         try:
             summary = judgements_import(campaign=campaign, data=path.read_bytes())
         except JudgementFileError as error:

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluator import services
-from evaluator.models import Campaign
+from evaluator.management.commands._campaigns import campaign_by_name
 from evaluator.prompt_files import PromptFileError
 
 
@@ -22,11 +22,7 @@ class Command(BaseCommand):
         path: Path = options["file"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
-        campaign = Campaign.objects.filter(name=options["campaign"]).first()
-        if campaign is None:
-            if not options["create"]:
-                raise CommandError(f"no campaign named {options['campaign']!r} (use --create)")
-            campaign = services.campaign_create(name=options["campaign"])
+        campaign = campaign_by_name(options["campaign"], create=options["create"])
         try:
             count = services.prompts_import(campaign=campaign, file_name=path.name, data=path.read_bytes())
         except (PromptFileError, services.ServiceError) as error:
