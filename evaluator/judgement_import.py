@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from evaluator.accounts import role_groups_ensure
+from evaluator.assignments import comparison_counters_refresh
 from evaluator.models import (
     OVERALL,
     Assignment,
@@ -365,6 +366,8 @@ def _write(campaign: Campaign, rows: list[ImportedJudgement], now: datetime, sum
         for slug, outcome in row.outcomes.items()
     )
     summary.criteria = {slug for row in rows for slug in row.outcomes}
+    # The rows above bypassed the assignment engine: bring its ranking columns up to date.
+    comparison_counters_refresh(comparison_ids=[comparison.pk for _, comparison, _, _ in planned], now=now)
 
 
 def _flip(outcome: str) -> str:

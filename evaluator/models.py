@@ -1,5 +1,6 @@
 """Prefloop's data model. Every invariant that the database can hold is a constraint here."""
 
+import random
 import uuid
 
 from django.conf import settings
@@ -41,17 +42,35 @@ def default_criteria() -> list[dict[str, str]]:
     return [dict(criterion) for criterion in DEFAULT_CRITERIA]
 
 
+class Selection(models.TextChoices):
+    RANDOM = "random", "Random"
+    ACTIVE = "active", "Active (fewest judgements, then most uncertain)"
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
     # Rubric criteria in display order; the overall preference is always asked in addition.
     criteria = models.JSONField(default=default_criteria)
     overlap = models.PositiveSmallIntegerField(default=3, help_text="Judgements wanted per comparison (k).")
+    quota_per_annotator = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most comparisons one annotator may take (done + leased); empty: no limit."
+    )
+    gold_rate = models.FloatField(default=0.0, help_text="Share of assignments drawn from gold items (0–1).")
+    selection = models.CharField(max_length=8, choices=Selection.choices, default=Selection.RANDOM)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_at_least_one")]
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_at_least_one"),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0, gold_rate__lte=1), name="campaign_gold_rate_share"),
+            models.CheckConstraint(condition=Q(selection__in=Selection.values), name="campaign_selection_valid"),
+            models.CheckConstraint(
+                condition=Q(quota_per_annotator__isnull=True) | Q(quota_per_annotator__gte=1),
+                name="campaign_quota_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -205,6 +224,11 @@ class Outcome(models.TextChoices):
     TIE = "tie", "Tie"
 
 
+def random_rank() -> float:
+    """A comparison's fixed random position: random selection walks an index on it instead of ORDER BY random()."""
+    return random.random()  # noqa: S311 - a shuffle, not a secret
+
+
 class Comparison(models.Model):
     """Two candidates of one prompt from two variants; side a is always the variant with the lower id."""
 
@@ -216,10 +240,22 @@ class Comparison(models.Model):
     variant_b = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
     # Gold items carry a known answer; they measure annotators and are left out of statistics on request.
     gold_outcome = models.CharField(max_length=3, choices=Outcome.choices, null=True, blank=True)  # noqa: DJ001
+    # Denormalised for the assignment engine's index scans (evaluator/assignments.py): refreshed from the
+    # assignment and judgement rows, under the comparison's row lock, whenever the engine touches a comparison.
+    # They only rank candidates; the cap of k live assignments is re-counted under the lock before every claim.
+    live_assignments = models.PositiveSmallIntegerField(default=0, help_text="Completed or leased assignments.")
+    judgement_count = models.PositiveIntegerField(default=0)
+    vote_margin = models.FloatField(default=0.0, help_text="|a − b| / (a + b) of decisive overall votes; 0 if none.")
+    rank_key = models.FloatField(default=random_rank)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(condition=Q(live_assignments__gte=0), name="comparison_live_not_negative"),
+            models.CheckConstraint(condition=Q(judgement_count__gte=0), name="comparison_judgements_not_negative"),
+            models.CheckConstraint(
+                condition=Q(vote_margin__gte=0, vote_margin__lte=1), name="comparison_vote_margin_share"
+            ),
             models.CheckConstraint(
                 condition=Q(gold_outcome__isnull=True) | Q(gold_outcome__in=Outcome.values),
                 name="comparison_gold_outcome_valid",
@@ -228,7 +264,26 @@ class Comparison(models.Model):
             models.CheckConstraint(condition=Q(variant_a__lt=F("variant_b")), name="comparison_variants_ordered"),
             models.CheckConstraint(condition=~Q(candidate_a=F("candidate_b")), name="comparison_candidates_differ"),
         ]
-        indexes = [models.Index(fields=["campaign", "id"], name="comparison_campaign_idx")]
+        indexes = [
+            models.Index(fields=["campaign", "id"], name="comparison_campaign_idx"),
+            # Random selection: one range scan per fill level, from a random point of rank_key.
+            models.Index(
+                fields=["campaign", "live_assignments", "rank_key"],
+                condition=Q(gold_outcome__isnull=True),
+                name="comparison_pool_idx",
+            ),
+            models.Index(
+                fields=["campaign", "live_assignments", "rank_key"],
+                condition=Q(gold_outcome__isnull=False),
+                name="comparison_gold_pool_idx",
+            ),
+            # Active selection: fewest judgements first, then closest to a 50/50 split.
+            models.Index(
+                fields=["campaign", "judgement_count", "vote_margin", "rank_key"],
+                condition=Q(gold_outcome__isnull=True),
+                name="comparison_active_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"comparison {self.pk}"
@@ -244,12 +299,24 @@ class Assignment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     lease_expires_at = models.DateTimeField()
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Set once the engine has handed an expired, unfinished lease's slot back to the pool.
+    released = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
+            models.CheckConstraint(
+                condition=Q(released=False) | Q(completed_at__isnull=True), name="assignment_released_unfinished"
+            ),
         ]
-        indexes = [models.Index(fields=["annotator", "completed_at"], name="assignment_open_idx")]
+        indexes = [
+            models.Index(fields=["annotator", "completed_at"], name="assignment_open_idx"),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(completed_at__isnull=True, released=False),
+                name="assignment_lease_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"assignment {self.pk}"

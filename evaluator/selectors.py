@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Length
 
 from evaluator import statistics
@@ -163,3 +163,20 @@ def campaign_statistics_json(
                 if key in row:
                     row[key] = names.get(row[key], row[key])
     return report
+
+
+def annotator_gold_accuracy(*, campaign: Campaign, annotator: AbstractBaseUser) -> float | None:
+    """Share of the annotator's overall choices on the campaign's gold items that match the gold outcome.
+
+    None when the annotator has judged no gold item of the campaign.
+    """
+    result = CriterionChoice.objects.filter(
+        criterion=OVERALL,
+        judgement__annotator=annotator,
+        judgement__comparison__campaign=campaign,
+        judgement__comparison__gold_outcome__isnull=False,
+    ).aggregate(
+        total=Count("pk"),
+        correct=Count("pk", filter=Q(outcome=F("judgement__comparison__gold_outcome"))),
+    )
+    return result["correct"] / result["total"] if result["total"] else None

@@ -1,42 +1,35 @@
 """Every write Prefloop makes. Keyword-only functions named <noun>_<verb>; views and tasks call these."""
 
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
 from itertools import combinations
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
+from evaluator import assignments
 from evaluator.models import (
     FINISHED_STATUSES,
-    Assignment,
     Campaign,
     Candidate,
     Comparison,
-    CriterionChoice,
     GenerationJob,
     JobStatus,
-    Judgement,
     ModelVariant,
-    Outcome,
     Prompt,
     TrainingJob,
 )
 from evaluator.prompt_files import parse_prompt_file
 from training.generate import GenerationSettings
 
-SIDES = ("left", "right", "tie")
+SIDES = assignments.SIDES
 MAX_TRAINING_ATTEMPTS = 3
 
 
-class ServiceError(ValueError):
-    """A request that cannot be carried out; the message is shown to the user as it is."""
+# Defined with the assignment engine (which services imports) so that both raise one and the same class.
+ServiceError = assignments.ServiceError
 
 
 # Campaigns and prompts -------------------------------------------------------------------------------------
@@ -212,119 +205,12 @@ def job_fail(*, job: GenerationJob | TrainingJob, error: str) -> None:
     )
 
 
-# Rating ----------------------------------------------------------------------------------------------------
+# Rating: the assignment engine lives in evaluator/assignments.py; these names are its public face.
 
-
-def _live_assignments(now: datetime) -> Q:
-    return Q(assignments__completed_at__isnull=False) | Q(assignments__lease_expires_at__gt=now)
-
-
-def assignment_next(*, annotator: AbstractBaseUser, now: datetime | None = None) -> Assignment | None:
-    """The annotator's open assignment, or a newly claimed comparison that still needs judgements."""
-    now = now or timezone.now()
-    current = (
-        Assignment.objects.filter(annotator=annotator, completed_at__isnull=True, lease_expires_at__gt=now)
-        .order_by("created_at")
-        .first()
-    )
-    if current:
-        return current
-    with transaction.atomic():
-        open_ids = list(
-            Comparison.objects.exclude(assignments__annotator=annotator)
-            .annotate(live=Count("assignments", filter=_live_assignments(now)))
-            .filter(live__lt=F("campaign__overlap"))
-            .order_by("live", "?")
-            .values_list("pk", flat=True)[:16]
-        )
-        # Lock the chosen rows; a comparison another annotator is claiming right now is skipped, not waited on.
-        locked = Comparison.objects.select_for_update(skip_locked=True).filter(pk__in=open_ids)
-        for comparison in sorted(locked, key=lambda c: open_ids.index(c.pk)):
-            live = comparison.assignments.filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now))
-            if live.count() >= comparison.campaign.overlap:
-                continue
-            return Assignment.objects.create(
-                comparison=comparison,
-                annotator=annotator,
-                left_is_a=secrets.randbelow(2) == 0,
-                lease_expires_at=now + timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES),
-            )
-    return None
-
-
-def side_to_outcome(side: str, *, left_is_a: bool) -> Outcome:
-    if side == "tie":
-        return Outcome.TIE
-    shown_a = (side == "left") == left_is_a
-    return Outcome.A if shown_a else Outcome.B
-
-
-def judgement_submit(
-    *,
-    token: str,
-    annotator: AbstractBaseUser,
-    choices: Mapping[str, str],
-    rationale: str = "",
-    now: datetime | None = None,
-) -> Judgement:
-    """Record a judgement for an assignment; a repeated submission returns the stored one unchanged.
-
-    `choices` maps each criterion slug (plus "overall") to the screen side chosen: left, right or tie.
-    """
-    now = now or timezone.now()
-    with transaction.atomic():
-        assignment = (
-            Assignment.objects.select_for_update().select_related("comparison__campaign").filter(token=token).first()
-        )
-        if assignment is None or assignment.annotator_id != annotator.pk:
-            raise PermissionDenied("This task is not yours.")
-        existing = Judgement.objects.filter(assignment=assignment).first()
-        if existing:
-            return existing
-        campaign = assignment.comparison.campaign
-        _check_choices(choices, campaign.criterion_slugs)
-        if assignment.lease_expires_at <= now:
-            _check_room_after_expiry(assignment, now)
-        judgement = Judgement.objects.create(
-            assignment=assignment,
-            comparison=assignment.comparison,
-            annotator=annotator,
-            rationale=rationale.strip()[:5000],
-            time_on_task_ms=max(0, int((now - assignment.created_at).total_seconds() * 1000)),
-        )
-        CriterionChoice.objects.bulk_create(
-            CriterionChoice(
-                judgement=judgement,
-                criterion=slug,
-                outcome=side_to_outcome(choices[slug], left_is_a=assignment.left_is_a),
-            )
-            for slug in campaign.criterion_slugs
-        )
-        assignment.completed_at = now
-        assignment.save(update_fields=["completed_at"])
-    return judgement
-
-
-def _check_choices(choices: Mapping[str, str], slugs: list[str]) -> None:
-    missing = [slug for slug in slugs if slug not in choices]
-    if missing:
-        raise ServiceError(f"Choose left, right or tie for: {', '.join(missing)}.")
-    unknown = sorted(set(choices) - set(slugs))
-    if unknown:
-        raise ServiceError(f"Unknown criteria: {', '.join(unknown)}.")
-    bad = [slug for slug in slugs if choices[slug] not in SIDES]
-    if bad:
-        raise ServiceError(f"Choices must be left, right or tie; got something else for: {', '.join(bad)}.")
-
-
-def _check_room_after_expiry(assignment: Assignment, now: datetime) -> None:
-    """A late submission counts only while the comparison still has fewer than k live assignments."""
-    comparison = Comparison.objects.select_for_update().get(pk=assignment.comparison_id)
-    live = comparison.assignments.exclude(pk=assignment.pk).filter(
-        Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now)
-    )
-    if live.count() >= comparison.campaign.overlap:
-        raise ServiceError("This task's time ran out and it went to someone else.")
+assignment_next = assignments.assignment_next
+judgement_submit = assignments.judgement_submit
+leases_release = assignments.leases_release
+side_to_outcome = assignments.side_to_outcome
 
 
 # Retraining ------------------------------------------------------------------------------------------------

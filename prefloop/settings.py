@@ -168,6 +168,9 @@ PREFLOOP_GENERATION_BATCH_SIZE = env_int("PREFLOOP_GENERATION_BATCH_SIZE", 8, mi
 
 # Rating.
 PREFLOOP_LEASE_MINUTES = env_int("PREFLOOP_LEASE_MINUTES", 20, minimum=1)
+# Comparisons one claim locks and checks per index scan; expired leases handed back per claim at most.
+PREFLOOP_CLAIM_CANDIDATES = env_int("PREFLOOP_CLAIM_CANDIDATES", 16, minimum=1)
+PREFLOOP_LEASE_RELEASE_BATCH = env_int("PREFLOOP_LEASE_RELEASE_BATCH", 100, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

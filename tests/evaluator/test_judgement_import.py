@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from evaluator import services
 from evaluator.judgement_import import JudgementFileError, judgements_import, parse_judgement_file
 from evaluator.models import (
     Assignment,
@@ -233,3 +234,23 @@ def test_the_command_imports_a_file_and_reports_errors_with_the_line(tmp_path) -
     bad.write_bytes(jsonl(arena_line(winner="model_z")))
     with pytest.raises(CommandError, match=r"bad.jsonl: line 1, field 'winner'"):
         call_command("import_judgements", str(bad), "--campaign", "New")
+
+
+@pytest.mark.django_db
+def test_imported_comparisons_count_as_full_for_the_assignment_engine(annotator) -> None:
+    campaign = Campaign.objects.create(name="imported", overlap=1)
+    line = {
+        "prompt_id": "q1",
+        "prompt": "Why?",
+        "model_a": "m1",
+        "model_b": "m2",
+        "response_a": "A",
+        "response_b": "B",
+        "annotator": "someone",
+        "criteria": {slug: "a" for slug in campaign.criterion_slugs},
+    }
+    judgements_import(campaign=campaign, data=json.dumps(line).encode())
+
+    comparison = Comparison.objects.get()
+    assert (comparison.live_assignments, comparison.judgement_count, comparison.vote_margin) == (1, 1, 1.0)
+    assert services.assignment_next(annotator=annotator) is None  # k = 1 is reached: nothing to hand out

@@ -3,9 +3,10 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
+from scipy.stats import binomtest
 
-from evaluator import services
-from evaluator.models import Assignment, CriterionChoice, Judgement
+from evaluator import assignments, selectors, services
+from evaluator.models import Assignment, Candidate, Comparison, CriterionChoice, Judgement, Selection
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -88,6 +89,163 @@ def test_an_expired_lease_returns_the_comparison_to_the_pool_and_cannot_push_it_
         services.judgement_submit(token=str(late.token), annotator=annotator, choices=all_sides(campaign, "left"))
     services.judgement_submit(token=str(fresh.token), annotator=newcomer, choices=all_sides(campaign, "left"))
     assert Judgement.objects.count() == 1
+
+
+def test_an_expired_lease_is_released_and_a_late_judgement_with_room_left_still_counts(annotator) -> None:
+    campaign = factories.campaign(overlap=1)
+    comparison = factories.comparison(campaign)
+    late = services.assignment_next(annotator=annotator)
+    Assignment.objects.filter(pk=late.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert services.leases_release() == 1
+    comparison.refresh_from_db()
+    assert comparison.live_assignments == 0
+    services.judgement_submit(token=str(late.token), annotator=annotator, choices=all_sides(campaign, "left"))
+    comparison.refresh_from_db()
+    assert (comparison.live_assignments, comparison.judgement_count) == (1, 1)
+    assert services.assignment_next(annotator=factories.user("newcomer", "annotator")) is None
+
+
+def test_the_lease_lasts_the_configured_minutes(annotator, settings) -> None:
+    settings.PREFLOOP_LEASE_MINUTES = 7
+    factories.comparison(factories.campaign())
+    now = timezone.now()
+    assert services.assignment_next(annotator=annotator, now=now).lease_expires_at == now + timedelta(minutes=7)
+
+
+def test_an_annotator_gets_no_more_than_the_campaign_quota_counting_done_and_leased_work(annotator) -> None:
+    campaign = factories.campaign(overlap=1, quota_per_annotator=2)
+    for _ in range(4):
+        factories.comparison(campaign)
+    now = timezone.now()
+    first = services.assignment_next(annotator=annotator, now=now)
+    services.judgement_submit(token=str(first.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+    second = services.assignment_next(annotator=annotator, now=now)
+    assert second is not None and second.pk != first.pk
+    services.judgement_submit(token=str(second.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+    assert services.assignment_next(annotator=annotator, now=now) is None  # 1 done + 1 done = quota
+    assert services.assignment_next(annotator=factories.user("other", "annotator"), now=now) is not None
+
+
+def test_an_expired_unfinished_lease_no_longer_counts_against_the_quota(annotator) -> None:
+    campaign = factories.campaign(overlap=1, quota_per_annotator=1)
+    factories.comparison(campaign)
+    factories.comparison(campaign)
+    now = timezone.now()
+    abandoned = services.assignment_next(annotator=annotator, now=now)
+    later = now + timedelta(minutes=21)
+    fresh = services.assignment_next(annotator=annotator, now=later)
+    assert fresh is not None and fresh.comparison_id != abandoned.comparison_id
+
+
+def test_gold_items_are_mixed_in_at_the_campaign_rate_and_look_like_any_other(annotator) -> None:
+    campaign = factories.campaign(overlap=1, gold_rate=0.25)
+    plain_ids, gold_ids = _bulk_comparisons(campaign, 300), _bulk_comparisons(campaign, 300, gold="a")
+    now = timezone.now()
+    served = []
+    for step in range(400):  # each claim lets the previous lease run out: no submit needed to move on
+        served.append(services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)))
+    gold_served = sum(item.comparison_id in gold_ids for item in served)
+    assert binomtest(gold_served, len(served), 0.25).pvalue > 0.001, gold_served
+    assert {item.comparison_id for item in served} <= plain_ids | gold_ids
+    assert len({item.comparison_id for item in served}) == len(served)
+
+
+def test_no_gold_item_is_served_at_gold_rate_zero(annotator) -> None:
+    campaign = factories.campaign(overlap=1)
+    gold_ids = _bulk_comparisons(campaign, 5, gold="a")
+    plain_ids = _bulk_comparisons(campaign, 5)
+    now = timezone.now()
+    served = {
+        services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)).comparison_id
+        for step in range(5)
+    }
+    assert served == plain_ids and not served & gold_ids
+    assert services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * 5)) is None
+
+
+def test_gold_accuracy_is_the_share_of_overall_choices_that_match_the_gold_outcome(annotator, second_annotator):
+    campaign = factories.campaign()
+    golds = [factories.comparison(campaign) for _ in range(4)]
+    Comparison.objects.filter(pk__in=[gold.pk for gold in golds]).update(gold_outcome="a")
+    for gold, outcome in zip(golds, ["a", "a", "b", "tie"], strict=True):
+        factories.judgement(gold, annotator, {"overall": outcome, "safety": "a"})
+    factories.judgement(factories.comparison(campaign), annotator, "b")  # not gold: not counted
+    assert selectors.annotator_gold_accuracy(campaign=campaign, annotator=annotator) == 0.5
+    assert selectors.annotator_gold_accuracy(campaign=campaign, annotator=second_annotator) is None
+
+
+def test_active_selection_serves_the_fewest_judged_first_then_the_most_uncertain(annotator) -> None:
+    campaign = factories.campaign(overlap=5, selection=Selection.ACTIVE)
+    judges = [factories.user(f"judge{i}", "annotator") for i in range(3)]
+    settled, split, untouched, unsure = (factories.comparison(campaign) for _ in range(4))
+    for judge in judges[:2]:
+        _judge_through_the_service(judge, settled, "left")
+    _judge_through_the_service(judges[0], split, "left")
+    _judge_through_the_service(judges[1], split, "right")
+    _judge_through_the_service(judges[2], unsure, "tie")
+
+    order = []
+    now = timezone.now()
+    for step in range(4):
+        order.append(
+            services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)).comparison_id
+        )
+    # untouched: 0 judgements; unsure: 1 (no decisive vote = 50/50); split (margin 0) before settled (margin 1).
+    assert order == [untouched.pk, unsure.pk, split.pk, settled.pk]
+
+
+def test_random_selection_serves_the_least_filled_comparisons_first(annotator) -> None:
+    campaign = factories.campaign(overlap=3)
+    busy = factories.comparison(campaign)
+    idle = factories.comparison(campaign)
+    services.assignment_next(annotator=factories.user("early", "annotator"))
+    busy_first = Assignment.objects.get().comparison_id
+    assert services.assignment_next(annotator=annotator).comparison_id == ({busy.pk, idle.pk} - {busy_first}).pop()
+
+
+def test_left_right_placement_over_ten_thousand_assignments_is_a_fair_coin(annotator) -> None:
+    # 500 claims through the whole service (~10 ms each), and 10,000 draws of the very function it places with.
+    campaign = factories.campaign(overlap=1)
+    _bulk_comparisons(campaign, 500)
+    now = timezone.now()
+    served = [
+        services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)) for step in range(500)
+    ]
+    left = sum(item.left_is_a for item in served)
+    assert binomtest(left, len(served), 0.5).pvalue > 0.001, left
+    draws = [assignments.left_is_a_draw() for _ in range(10_000)]
+    assert binomtest(sum(draws), len(draws), 0.5).pvalue > 0.001
+
+
+def _judge_through_the_service(judge, comparison, side: str) -> None:
+    task = factories.assignment(comparison, judge)
+    services.judgement_submit(token=str(task.token), annotator=judge, choices=all_sides(comparison.campaign, side))
+
+
+def _bulk_comparisons(campaign, count: int, *, gold: str | None = None) -> set[int]:
+    """`count` comparisons of one prompt between two variants (sample i against sample i), made in bulk."""
+    first, second = factories.variant(), factories.variant()
+    question = factories.prompt(campaign)
+    fields = {"seed": 1, "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1, "text": "An answer."}
+    made = Candidate.objects.bulk_create(
+        Candidate(prompt=question, variant=variant, sample_index=index, **fields)
+        for index in range(count)
+        for variant in (first, second)
+    )
+    rows = Comparison.objects.bulk_create(
+        Comparison(
+            campaign=campaign,
+            prompt=question,
+            candidate_a=made[2 * index],
+            candidate_b=made[2 * index + 1],
+            variant_a=first,
+            variant_b=second,
+            gold_outcome=gold,
+        )
+        for index in range(count)
+    )
+    return {row.pk for row in rows}
 
 
 @pytest.mark.parametrize(

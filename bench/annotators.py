@@ -1,0 +1,316 @@
+"""Many annotators rating at once over HTTP, and the cost of one claim with 10k against 1M comparisons.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/annotators.py \
+        [--sessions 64] [--seconds 15] [--workers 2] [--threads 8] [--small 10000] [--large 1000000]
+
+DATABASE_URL names the server (any database on it). The script creates a throwaway database
+`prefloop_bench_annotators`, migrates it, seeds annotators (logged in by writing their sessions straight into
+the session table: no password hashing in the measurement) and one campaign of 20,000 comparisons (k = 3), and
+starts `gunicorn prefloop.wsgi` (gthread workers) on a free 127.0.0.1 port against it. Then, for `--seconds`
+each, `--sessions` threads with one keep-alive `http.client` connection and one logged-in annotator each:
+
+- baseline: GET /accounts/login/ — Prefloop's most trivial page (a rendered template and a CSRF cookie, no
+  query), standing in for a health check, since this script may not add a view;
+- rating: GET /rate/ (claims the next comparison) then POST its form (CSRF token read from the page), the
+  redirect back to /rate/ being the next loop's GET.
+
+It then times the service call `services.assignment_next` in-process for 300 fresh annotators against a
+campaign of `--small` comparisons and the same campaign grown to `--large` (rows made with generate_series).
+The database is dropped at the end, gunicorn stopped. Every loop is bounded by time or count and talks only to
+127.0.0.1. Prints one JSON report: requests/s and p50/p99 latency of both loads, judgements/s, the ratio of
+rating to baseline requests/s (target ≥ 0.4), rating p99 (target < 100 ms), and the claim latency p50/p99 at
+both sizes with their ratio (target ≤ 1.5). Timings are wall-clock on a shared machine: run twice, compare.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BENCH_DB = "prefloop_bench_annotators"
+HTTP_COMPARISONS = 20_000
+CLAIM_SAMPLES = 300
+TOKEN = re.compile(r'action="(/rate/[0-9a-f-]+/)"')
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+RADIO = re.compile(r'type="radio" name="([a-z_]+)"')
+
+
+def main(args: argparse.Namespace) -> dict[str, object]:
+    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    parts = urlsplit(server)
+    bench_url = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+    _admin(server, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    _admin(server, f"CREATE DATABASE {BENCH_DB}")
+    var_dir = Path(os.environ.get("PREFLOOP_VAR_DIR", "/tmp/prefloop-bench-annotators"))  # noqa: S108 - scratch
+    env = {**os.environ, "DATABASE_URL": bench_url, "PREFLOOP_VAR_DIR": str(var_dir)}
+    os.environ.update(DATABASE_URL=bench_url, PREFLOOP_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="prefloop.settings")
+    gunicorn = None
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
+        import django
+
+        django.setup()
+        cookies = _seed_http(args.sessions)
+        port = _free_port()
+        command = [str(REPO / ".venv/bin/gunicorn"), "prefloop.wsgi", "-b", f"127.0.0.1:{port}", "-k", "gthread"]
+        gunicorn = subprocess.Popen(
+            [*command, "-w", str(args.workers), "--threads", str(args.threads), "--log-level", "warning"],
+            cwd=REPO,
+            env=env,
+        )
+        _wait_for(port)
+        _load(port, cookies, 2, _baseline_loop)  # warm-up, not measured: imports, connections, templates
+        baseline = _load(port, cookies, args.seconds, _baseline_loop)
+        rating = _load(port, cookies, args.seconds, _rating_loop)
+        claims = _claim_latency(args.small, args.large)
+    finally:
+        if gunicorn:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=30)
+        from django.db import connections
+
+        connections.close_all()
+        _admin(server, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    return {
+        "sessions": args.sessions,
+        "seconds": args.seconds,
+        "gunicorn": f"{args.workers} gthread workers × {args.threads} threads",
+        "baseline_get_login": baseline,
+        "rating_get_and_post": rating,
+        "rating_to_baseline_requests_ratio": round(rating["requests_per_s"] / baseline["requests_per_s"], 3),
+        "claim_latency": claims,
+    }
+
+
+def _admin(server: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(sql)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not start")
+
+
+def _seed_users(prefix: str, count: int) -> list:
+    from django.contrib.auth import get_user_model
+
+    from evaluator.accounts import role_groups_ensure
+
+    group = role_groups_ensure()["annotator"]
+    unusable = "!"  # no password: sessions are written directly
+    users = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"{prefix}{i}", password=unusable) for i in range(count)
+    )
+    group.user_set.add(*users)
+    return users
+
+
+def _seed_http(sessions: int) -> list[str]:
+    """Annotators with a logged-in session each (session cookie values), and a campaign to rate."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    cookies = []
+    for user in _seed_users("rater", sessions):
+        store = SessionStore()
+        store[SESSION_KEY] = str(user.pk)
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        store.create()
+        cookies.append(store.session_key)
+    _seed_comparisons("HTTP load", HTTP_COMPARISONS, overlap=3)
+    return cookies
+
+
+def _seed_comparisons(campaign_name: str, count: int, *, overlap: int, campaign_id: int | None = None) -> int:
+    """`count` comparisons in one campaign: 1 prompt, 2 variants, candidates paired all-against-all (SQL)."""
+    from django.db import connection
+
+    from evaluator.models import Campaign, ModelVariant, Prompt
+
+    side = int(count**0.5) + 1
+    if campaign_id is None:
+        campaign = Campaign.objects.create(name=campaign_name, overlap=overlap)
+    else:
+        campaign = Campaign.objects.get(pk=campaign_id)
+    first = ModelVariant.objects.create(name=f"{campaign_name} a {count}", base_model="tiny")
+    second = ModelVariant.objects.create(name=f"{campaign_name} b {count}", base_model="tiny")
+    prompt = Prompt.objects.create(campaign=campaign, external_id=f"p{count}", text="Which is better?")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO evaluator_candidate (prompt_id, variant_id, sample_index, text, generation_settings, seed,
+                   prompt_tokens, completion_tokens, latency_ms, created_at)
+               SELECT %s, v, i, 'Answer ' || i, '{}', 1, 5, 7, 12, now()
+               FROM generate_series(0, %s - 1) i, unnest(ARRAY[%s, %s]) v""",
+            [prompt.pk, side, first.pk, second.pk],
+        )
+        cursor.execute(
+            """INSERT INTO evaluator_comparison (campaign_id, prompt_id, candidate_a_id, candidate_b_id, variant_a_id,
+                   variant_b_id, created_at, live_assignments, judgement_count, vote_margin, rank_key)
+               SELECT %s, %s, a.id, b.id, %s, %s, now(), 0, 0, 0, random()
+               FROM evaluator_candidate a JOIN evaluator_candidate b
+                 ON a.prompt_id = b.prompt_id AND a.variant_id = %s AND b.variant_id = %s
+               WHERE a.prompt_id = %s LIMIT %s""",
+            [campaign.pk, prompt.pk, first.pk, second.pk, first.pk, second.pk, prompt.pk, count],
+        )
+        cursor.execute("ANALYZE evaluator_comparison")
+        cursor.execute("ANALYZE evaluator_assignment")
+    return campaign.pk
+
+
+def _load(port: int, cookies: list[str], seconds: float, loop) -> dict[str, float]:
+    deadline = time.monotonic() + seconds
+    latencies: list[list[float]] = [[] for _ in cookies]
+    judged = [0] * len(cookies)
+    errors: list[str] = []
+
+    def run(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        jar = {"sessionid": cookies[index]}
+        try:
+            while time.monotonic() < deadline:
+                judged[index] += loop(connection, jar, latencies[index])
+        except Exception as error:
+            errors.append(repr(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cookies))]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 60)
+    elapsed = time.monotonic() - started
+    flat = sorted(value for per_thread in latencies for value in per_thread)
+    return {
+        "requests": len(flat),
+        "requests_per_s": round(len(flat) / elapsed, 1),
+        "judgements_per_s": round(sum(judged) / elapsed, 1),
+        "p50_ms": round(1000 * _quantile(flat, 0.5), 1),
+        "p99_ms": round(1000 * _quantile(flat, 0.99), 1),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+def _request(connection, jar: dict[str, str], latencies: list[float], method: str, path: str, body: str = ""):
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items()), "Host": "127.0.0.1"}
+    if body:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers["Referer"] = "http://127.0.0.1/rate/"
+    started = time.perf_counter()
+    connection.request(method, path, body=body or None, headers=headers)
+    response = connection.getresponse()
+    text = response.read().decode()
+    latencies.append(time.perf_counter() - started)
+    for header, value in response.getheaders():
+        if header.lower() == "set-cookie":
+            name, _, rest = value.partition("=")
+            jar[name] = rest.split(";", 1)[0]
+    return response.status, text
+
+
+def _baseline_loop(connection, jar, latencies) -> int:
+    status, _ = _request(connection, jar, latencies, "GET", "/accounts/login/")
+    if status != 200:
+        raise RuntimeError(f"GET /accounts/login/ → {status}")
+    return 0
+
+
+def _rating_loop(connection, jar, latencies) -> int:
+    status, page = _request(connection, jar, latencies, "GET", "/rate/")
+    if status != 200:
+        raise RuntimeError(f"GET /rate/ → {status}")
+    action = TOKEN.search(page)
+    if action is None:  # nothing left to rate
+        time.sleep(0.05)
+        return 0
+    form = {name: "left" for name in set(RADIO.findall(page))}
+    form["csrfmiddlewaretoken"] = CSRF.search(page).group(1)
+    status, _ = _request(connection, jar, latencies, "POST", action.group(1), urlencode(form))
+    if status != 302:
+        raise RuntimeError(f"POST {action.group(1)} → {status}")
+    return 1
+
+
+def _claim_latency(small: int, large: int) -> dict[str, object]:
+    from django.db import connection
+
+    from evaluator import services
+    from evaluator.models import Campaign
+
+    with connection.cursor() as cursor:  # the HTTP campaign out of the way: one campaign, as the sizes differ
+        cursor.execute("TRUNCATE evaluator_campaign CASCADE")
+    users = _seed_users("claimer", CLAIM_SAMPLES)
+    campaign_id = _seed_comparisons("Claims", small, overlap=3)
+    result: dict[str, object] = {"samples": CLAIM_SAMPLES}
+    for label, size in (("small", small), ("large", large)):
+        if size > Campaign.objects.get(pk=campaign_id).comparisons.count():
+            _seed_comparisons("Claims", size - small, overlap=3, campaign_id=campaign_id)
+        with connection.cursor() as cursor:  # the same starting state for both sizes
+            cursor.execute("DELETE FROM evaluator_assignment")
+            cursor.execute("UPDATE evaluator_comparison SET live_assignments = 0 WHERE live_assignments > 0")
+        timings = []
+        for user in users:
+            started = time.perf_counter()
+            claimed = services.assignment_next(annotator=user)
+            timings.append(time.perf_counter() - started)
+            if claimed is None:
+                raise RuntimeError("a claim found nothing")
+        timings.sort()
+        result[label] = {
+            "comparisons": Campaign.objects.get(pk=campaign_id).comparisons.count(),
+            "p50_ms": round(1000 * _quantile(timings, 0.5), 2),
+            "p99_ms": round(1000 * _quantile(timings, 0.99), 2),
+        }
+    result["p50_ratio_large_to_small"] = round(result["large"]["p50_ms"] / result["small"]["p50_ms"], 2)
+    return result
+
+
+def _quantile(values: list[float], share: float) -> float:
+    """The nearest-rank quantile of sorted `values` (bench/statistics.py shadows the stdlib module here)."""
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(share * len(values)))]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(parse_args()), indent=2))

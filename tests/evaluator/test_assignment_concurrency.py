@@ -1,0 +1,117 @@
+"""The assignment engine under real concurrency: real threads, one PostgreSQL connection each, real commits."""
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.db.models import Count
+
+from evaluator import services
+from evaluator.models import Assignment, CriterionChoice, Judgement
+from tests import factories
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL (SQLite serializes)"),
+]
+
+
+def all_sides(campaign, side: str) -> dict[str, str]:
+    return {slug: side for slug in campaign.criterion_slugs}
+
+
+def run_in_threads(targets: list[Callable[[], Any]]) -> list[Any]:
+    """Start every target at once (behind a barrier), each on its own thread and DB connection; return results."""
+    barrier = threading.Barrier(len(targets))
+    results: list[Any] = [None] * len(targets)
+    errors: list[BaseException] = []
+
+    def run(index: int, target: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = target()
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, target)) for i, target in enumerate(targets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_fifty_annotators_at_once_never_push_a_comparison_past_k_nor_judge_one_twice() -> None:
+    campaign = factories.campaign(overlap=3)
+    comparisons = [factories.comparison(campaign) for _ in range(10)]
+    annotators = [factories.user(f"crowd{i}", "annotator") for i in range(50)]
+
+    def work(annotator) -> Callable[[], list[int]]:
+        def claim_and_judge() -> list[int]:
+            stored = []
+            while (task := services.assignment_next(annotator=annotator)) is not None:
+                judgement = services.judgement_submit(
+                    token=str(task.token), annotator=annotator, choices=all_sides(campaign, "left")
+                )
+                stored.append(judgement.pk)
+            return stored
+
+        return claim_and_judge
+
+    submitted = [pk for stored in run_in_threads([work(annotator) for annotator in annotators]) for pk in stored]
+
+    assert len(submitted) == len(set(submitted)) == Judgement.objects.count() == 10 * 3  # each stored exactly once
+    per_comparison = dict(Judgement.objects.values_list("comparison").annotate(n=Count("pk")))
+    assert per_comparison == {comparison.pk: 3 for comparison in comparisons}
+    assert Assignment.objects.count() == 30
+    assert not Judgement.objects.values("comparison", "annotator").annotate(n=Count("pk")).filter(n__gt=1).exists()
+    assert CriterionChoice.objects.count() == 30 * len(campaign.criterion_slugs)
+    for comparison in comparisons:
+        comparison.refresh_from_db()
+        assert (comparison.live_assignments, comparison.judgement_count) == (3, 3)
+
+
+def test_two_simultaneous_submissions_of_one_token_store_one_judgement(annotator) -> None:
+    campaign = factories.campaign()
+    factories.comparison(campaign)
+    task = services.assignment_next(annotator=annotator)
+
+    def submit(side: str) -> Callable[[], int]:
+        return lambda: (
+            services.judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(campaign, side)).pk
+        )
+
+    first, second = run_in_threads([submit("left"), submit("right")])
+    assert first == second
+    assert Judgement.objects.count() == 1
+    assert CriterionChoice.objects.count() == len(campaign.criterion_slugs)
+    assert len(set(CriterionChoice.objects.values_list("outcome", flat=True))) == 1
+
+
+def test_one_annotator_claiming_from_two_tabs_at_once_gets_one_assignment(annotator) -> None:
+    campaign = factories.campaign(overlap=1, quota_per_annotator=1)
+    for _ in range(5):
+        factories.comparison(campaign)
+    first, second = run_in_threads([lambda: services.assignment_next(annotator=annotator)] * 2)
+    assert first.pk == second.pk
+    assert Assignment.objects.count() == 1
+
+
+def test_a_quota_holds_when_many_annotators_race_for_few_comparisons() -> None:
+    campaign = factories.campaign(overlap=2, quota_per_annotator=1)
+    for _ in range(3):
+        factories.comparison(campaign)
+    annotators = [factories.user(f"racer{i}", "annotator") for i in range(12)]
+    claims = run_in_threads(
+        [lambda annotator=annotator: services.assignment_next(annotator=annotator) for annotator in annotators]
+    )
+    assert sum(claim is not None for claim in claims) == 6  # 3 comparisons × k = 2
+    assert not Assignment.objects.values("comparison").annotate(n=Count("pk")).filter(n__gt=2).exists()
+    assert not Assignment.objects.values("annotator").annotate(n=Count("pk")).filter(n__gt=1).exists()
