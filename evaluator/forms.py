@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import UploadedFile
 
-from evaluator.models import Campaign, ModelVariant, Quantization
+from evaluator.models import Campaign, ModelVariant, Quantization, Selection
 from evaluator.selectors import VoteFilters
 
 SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
@@ -17,6 +17,28 @@ class CampaignForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     overlap = forms.IntegerField(min_value=1, max_value=50, initial=3, help_text="Judgements per comparison (k).")
+    quota_per_annotator = forms.IntegerField(
+        min_value=1, required=False, help_text="Most pairs one annotator rates in this campaign; empty: no limit."
+    )
+    gold_rate = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        initial=0.0,
+        help_text="Share of pairs served from gold items (comparisons with a known answer).",
+    )
+    selection = forms.ChoiceField(
+        choices=Selection.choices,
+        required=False,
+        initial=Selection.RANDOM,
+        help_text="Active: the pairs with the fewest and most uncertain judgements first.",
+    )
+
+    def clean_gold_rate(self) -> float:
+        return self.cleaned_data["gold_rate"] or 0.0
+
+    def clean_selection(self) -> str:
+        return self.cleaned_data["selection"] or Selection.RANDOM
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()

@@ -19,6 +19,7 @@ from evaluator.models import (
     JobStatus,
     ModelVariant,
     Prompt,
+    Selection,
     TrainingJob,
 )
 from evaluator.prompt_files import parse_prompt_file
@@ -35,10 +36,25 @@ ServiceError = assignments.ServiceError
 # Campaigns and prompts -------------------------------------------------------------------------------------
 
 
-def campaign_create(*, name: str, description: str = "", overlap: int = 3) -> Campaign:
+def campaign_create(
+    *,
+    name: str,
+    description: str = "",
+    overlap: int = 3,
+    quota_per_annotator: int | None = None,
+    gold_rate: float = 0.0,
+    selection: str = Selection.RANDOM,
+) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise ServiceError(f"A campaign named {name!r} already exists.")
-    return Campaign.objects.create(name=name, description=description, overlap=overlap)
+    return Campaign.objects.create(
+        name=name,
+        description=description,
+        overlap=overlap,
+        quota_per_annotator=quota_per_annotator,
+        gold_rate=gold_rate,
+        selection=selection,
+    )
 
 
 @transaction.atomic

@@ -271,6 +271,6 @@ def training_job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 
 def _form_errors(form: forms.Form) -> str:
     return "; ".join(
-        f"{form.fields[name].label or name if name in form.fields else 'form'}: {' '.join(errors)}"
+        f"{form[name].label if name in form.fields else 'Form'}: {' '.join(errors)}"
         for name, errors in form.errors.items()
     )
