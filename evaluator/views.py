@@ -43,9 +43,15 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 @role_required(ANNOTATOR)
 def rate(request: HttpRequest) -> HttpResponse:
+    return _render_next(request)
+
+
+def _render_next(request: HttpRequest) -> HttpResponse:
+    """The annotator's next pair, or the done page; only the swappable part for an HTMX request."""
     assignment = services.assignment_next(annotator=request.user)
     if assignment is None:
-        return render(request, "rating/done.html", {"progress": selectors.annotator_progress(annotator=request.user)})
+        template = "rating/_done.html" if request.htmx else "rating/done.html"
+        return render(request, template, {"progress": selectors.annotator_progress(annotator=request.user)})
     return _render_assignment(request, assignment, RatingForm(campaign=assignment.comparison.campaign))
 
 
@@ -54,6 +60,8 @@ def _render_assignment(request: HttpRequest, assignment: Assignment, form: Ratin
     left, right = comparison.candidate_a, comparison.candidate_b
     if not assignment.left_is_a:
         left, right = right, left
+    campaign_counts = selectors.campaign_progress(campaign=comparison.campaign)
+    wanted = campaign_counts["wanted"]
     context = {
         "token": assignment.token,
         "prompt": comparison.prompt.text,
@@ -61,8 +69,10 @@ def _render_assignment(request: HttpRequest, assignment: Assignment, form: Ratin
         "right": right.text,
         "form": form,
         "progress": selectors.annotator_progress(annotator=request.user),
+        "campaign_percent": min(100, round(100 * campaign_counts["judgements"] / wanted)) if wanted else 0,
     }
-    return render(request, "rating/rate.html", context, status=400 if form.errors else 200)
+    template = "rating/_pair.html" if request.htmx else "rating/rate.html"
+    return render(request, template, context, status=400 if form.errors else 200)
 
 
 @require_POST
@@ -85,6 +95,8 @@ def rate_submit(request: HttpRequest, token: str) -> HttpResponse:
         )
     except services.ServiceError as error:
         messages.error(request, str(error))
+    if request.htmx:
+        return _render_next(request)
     return redirect("rate")
 
 
