@@ -58,6 +58,14 @@ class Campaign(models.Model):
     )
     gold_rate = models.FloatField(default=0.0, help_text="Share of assignments drawn from gold items (0–1).")
     selection = models.CharField(max_length=8, choices=Selection.choices, default=Selection.RANDOM)
+    guidelines = models.TextField(blank=True, help_text="Markdown shown to annotators beside every pair.")
+    allow_both_bad = models.BooleanField(default=False, help_text="Offer “both bad” next to left / tie / right.")
+    show_reference = models.BooleanField(
+        default=False, help_text="Show annotators each prompt's reference answer and context."
+    )
+    show_retrieved = models.BooleanField(
+        default=False, help_text="Show annotators the passages a retrieval variant added to its prompt."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -130,8 +138,11 @@ def _status_constraints(prefix: str) -> list[models.BaseConstraint]:
 class TrainingJob(models.Model):
     class Method(models.TextChoices):
         DPO = "dpo", "DPO"
+        SFT = "sft", "SFT"
 
+    # The campaign whose annotators get the new round; the preferences come from source_campaigns.
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="training_jobs")
+    source_campaigns = models.ManyToManyField(Campaign, related_name="source_of_training_jobs", blank=True)
     parent_variant = models.ForeignKey("ModelVariant", on_delete=models.PROTECT, related_name="training_jobs")
     method = models.CharField(max_length=16, choices=Method.choices, default=Method.DPO)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
@@ -143,6 +154,11 @@ class TrainingJob(models.Model):
     metrics = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3, help_text="Starts allowed, redeliveries included.")
+    # Asked for from the job page; the training loop checks it after every step and ends the job `cancelled`.
+    cancel_requested = models.BooleanField(default=False)
+    last_checkpoint = models.CharField(max_length=500, blank=True, help_text="Newest complete checkpoint.")
+    worker = models.CharField(max_length=200, blank=True, help_text="Hostname of the worker on its last start.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -153,7 +169,11 @@ class TrainingJob(models.Model):
         ordering = ["-created_at"]
         constraints = [
             *_status_constraints("trainingjob"),
-            models.CheckConstraint(condition=Q(method__in=["dpo"]), name="trainingjob_method_valid"),
+            models.CheckConstraint(condition=Q(method__in=["dpo", "sft"]), name="trainingjob_method_valid"),
+            models.CheckConstraint(condition=Q(attempts__lte=F("max_attempts")), name="trainingjob_attempts_capped"),
+        ]
+        indexes = [
+            models.Index(fields=["heartbeat_at"], condition=Q(status="running"), name="trainingjob_running_idx"),
         ]
 
     def __str__(self) -> str:
@@ -173,6 +193,14 @@ class ModelVariant(models.Model):
         TrainingJob, null=True, blank=True, on_delete=models.PROTECT, related_name="result_variant"
     )
     lineage = models.JSONField(default=dict, blank=True)
+    # Retrieval (RAG): passages from the collection are added to every prompt through the template.
+    collection = models.ForeignKey(
+        "DocumentCollection", null=True, blank=True, on_delete=models.PROTECT, related_name="variants"
+    )
+    retrieval_top_k = models.PositiveSmallIntegerField(default=3)
+    retrieval_template = models.TextField(
+        blank=True, help_text="Prompt with {context} and {question}; empty: the built-in template."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -180,6 +208,9 @@ class ModelVariant(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(quantization__in=Quantization.values), name="variant_quantization_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(retrieval_top_k__gte=1, retrieval_top_k__lte=50), name="variant_top_k_range"
             ),
             models.CheckConstraint(
                 condition=Q(training_job__isnull=True) | Q(parent__isnull=False),
@@ -205,6 +236,8 @@ class Candidate(models.Model):
     prompt_tokens = models.PositiveIntegerField()
     completion_tokens = models.PositiveIntegerField()
     latency_ms = models.PositiveIntegerField()
+    # Passages a retrieval variant added to the prompt: [{"document", "chunk", "text", "score"}, …].
+    retrieved = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -301,12 +334,20 @@ class Assignment(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # Set once the engine has handed an expired, unfinished lease's slot back to the pool.
     released = models.BooleanField(default=False)
+    # A skipped pair goes back to the pool at once (released) and never comes back to this annotator.
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=500, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
             models.CheckConstraint(
                 condition=Q(released=False) | Q(completed_at__isnull=True), name="assignment_released_unfinished"
+            ),
+            models.CheckConstraint(
+                condition=Q(skipped_at__isnull=True, skip_reason="")
+                | Q(skipped_at__isnull=False, released=True, completed_at__isnull=True) & ~Q(skip_reason=""),
+                name="assignment_skip_has_reason_and_release",
             ),
         ]
         indexes = [
@@ -328,6 +369,8 @@ class Judgement(models.Model):
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgements")
     rationale = models.TextField(blank=True)
     time_on_task_ms = models.PositiveIntegerField()
+    # Judgements of a scripted annotator (bench/loop.py); left out of statistics and datasets unless asked for.
+    simulated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -357,11 +400,14 @@ class CriterionChoice(models.Model):
     judgement = models.ForeignKey(Judgement, on_delete=models.CASCADE, related_name="choices")
     criterion = models.CharField(max_length=64)
     outcome = models.CharField(max_length=3, choices=Outcome.choices)
+    # "Both bad" is a tie for every statistic; the flag keeps what the annotator said.
+    both_bad = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["judgement", "criterion"], name="choice_once_per_criterion"),
             models.CheckConstraint(condition=Q(outcome__in=Outcome.values), name="choice_outcome_valid"),
+            models.CheckConstraint(condition=Q(both_bad=False) | Q(outcome="tie"), name="choice_both_bad_is_tie"),
         ]
 
     def __str__(self) -> str:
@@ -397,3 +443,105 @@ class GenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"generation job #{self.pk}"
+
+
+class AnswerFlag(models.Model):
+    """An annotator's report on one answer of a pair: unsafe, broken, or giving away which model wrote it."""
+
+    class Reason(models.TextChoices):
+        UNSAFE = "unsafe", "Unsafe"
+        BROKEN = "broken", "Broken (garbled, cut off, wrong language)"
+        IDENTITY = "identity", "Leaks which model wrote it"
+        OTHER = "other", "Other"
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="answer_flags")
+    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="flags")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    note = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "candidate", "reason"], name="answerflag_once"),
+            models.CheckConstraint(
+                condition=Q(reason__in=["unsafe", "broken", "identity", "other"]), name="answerflag_reason_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reason} flag on candidate {self.candidate_id}"
+
+
+class DocumentCollection(models.Model):
+    """Documents a retrieval variant draws passages from; chunked, embedded and indexed by a worker."""
+
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    embedding_model = models.CharField(max_length=300, default="all-MiniLM-L6-v2")
+    chunk_size = models.PositiveIntegerField(default=800, help_text="Characters per chunk.")
+    chunk_overlap = models.PositiveIntegerField(default=120, help_text="Characters shared by neighbouring chunks.")
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    index_dir = models.CharField(max_length=500, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            *_status_constraints("collection"),
+            models.CheckConstraint(
+                condition=Q(chunk_size__gte=50, chunk_size__lte=20000), name="collection_chunk_size"
+            ),
+            models.CheckConstraint(
+                condition=Q(chunk_overlap__lt=F("chunk_size")), name="collection_overlap_below_size"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    collection = models.ForeignKey(DocumentCollection, on_delete=models.CASCADE, related_name="documents")
+    name = models.CharField(max_length=300)
+    text = models.TextField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "sha256"], name="document_unique_content"),
+            models.CheckConstraint(condition=~Q(text=""), name="document_text_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelExport(models.Model):
+    """A variant written out for use elsewhere: its adapter merged into a bf16 base, or that as GGUF."""
+
+    class Kind(models.TextChoices):
+        MERGED = "merged", "Merged (bf16 safetensors)"
+        GGUF = "gguf", "GGUF"
+
+    variant = models.ForeignKey(ModelVariant, on_delete=models.CASCADE, related_name="exports")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    path = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            *_status_constraints("modelexport"),
+            models.CheckConstraint(condition=Q(kind__in=["merged", "gguf"]), name="modelexport_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} export of {self.variant_id}"

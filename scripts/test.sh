@@ -10,7 +10,7 @@ ensure_chromium
 
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/prefloop}"
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}"
-export PREFLOOP_VAR_DIR="$PWD/var/test"
+export PREFLOOP_VAR_DIR="${PREFLOOP_TEST_VAR_DIR:-$PWD/var/test}"
 export PREFLOOP_TEST_CACHE="${PREFLOOP_TEST_CACHE:-$PWD/var/test-cache}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 rm -rf "$PREFLOOP_VAR_DIR"
