@@ -9,8 +9,8 @@ the session table: no password hashing in the measurement) and one campaign of 2
 starts `gunicorn prefloop.wsgi` (gthread workers) on a free 127.0.0.1 port against it. Then, for `--seconds`
 each, `--sessions` threads with one keep-alive `http.client` connection and one logged-in annotator each:
 
-- baseline: GET /accounts/login/ — Prefloop's most trivial page (a rendered template and a CSRF cookie, no
-  query), standing in for a health check, since this script may not add a view;
+- baseline: GET /healthz — Prefloop's most trivial Django view (plain "ok" through the whole middleware stack,
+  no query): what the server, the client and the machine can do at best;
 - rating: GET /rate/ (claims the next comparison) then POST its form (CSRF token read from the page), the
   redirect back to /rate/ being the next loop's GET.
 
@@ -19,7 +19,10 @@ campaign of `--small` comparisons and the same campaign grown to `--large` (rows
 The database is dropped at the end, gunicorn stopped. Every loop is bounded by time or count and talks only to
 127.0.0.1. Prints one JSON report: requests/s and p50/p99 latency of both loads, judgements/s, the ratio of
 rating to baseline requests/s (target ≥ 0.4), rating p99 (target < 100 ms), and the claim latency p50/p99 at
-both sizes with their ratio (target ≤ 1.5). Timings are wall-clock on a shared machine: run twice, compare.
+both sizes with their ratio (target ≤ 1.5). Each load also reports the CPU seconds per request spent by the
+load generator (this process), by gunicorn and by the bench database's PostgreSQL backends, and the machine's
+busy share: client, server and database share the machine's cores, so a load the client itself slows is seen.
+Timings are wall-clock on a shared machine: run twice, compare.
 """
 
 import argparse
@@ -71,8 +74,9 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         )
         _wait_for(port)
         _load(port, cookies, 2, _baseline_loop)  # warm-up, not measured: imports, connections, templates
-        baseline = _load(port, cookies, args.seconds, _baseline_loop)
-        rating = _load(port, cookies, args.seconds, _rating_loop)
+        servers = [gunicorn.pid, *_children(gunicorn.pid)]
+        baseline = _load(port, cookies, args.seconds, _baseline_loop, servers)
+        rating = _load(port, cookies, args.seconds, _rating_loop, servers)
         claims = _claim_latency(args.small, args.large)
     finally:
         if gunicorn:
@@ -86,7 +90,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "sessions": args.sessions,
         "seconds": args.seconds,
         "gunicorn": f"{args.workers} gthread workers × {args.threads} threads",
-        "baseline_get_login": baseline,
+        "baseline_get_healthz": baseline,
         "rating_get_and_post": rating,
         "rating_to_baseline_requests_ratio": round(rating["requests_per_s"] / baseline["requests_per_s"], 3),
         "claim_latency": claims,
@@ -165,8 +169,8 @@ def _seed_comparisons(campaign_name: str, count: int, *, overlap: int, campaign_
     with connection.cursor() as cursor:
         cursor.execute(
             """INSERT INTO evaluator_candidate (prompt_id, variant_id, sample_index, text, generation_settings, seed,
-                   prompt_tokens, completion_tokens, latency_ms, created_at)
-               SELECT %s, v, i, 'Answer ' || i, '{}', 1, 5, 7, 12, now()
+                   prompt_tokens, completion_tokens, latency_ms, retrieved, created_at)
+               SELECT %s, v, i, 'Answer ' || i, '{}', 1, 5, 7, 12, '[]', now()
                FROM generate_series(0, %s - 1) i, unnest(ARRAY[%s, %s]) v""",
             [prompt.pk, side, first.pk, second.pk],
         )
@@ -184,7 +188,49 @@ def _seed_comparisons(campaign_name: str, count: int, *, overlap: int, campaign_
     return campaign.pk
 
 
-def _load(port: int, cookies: list[str], seconds: float, loop) -> dict[str, float]:
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _database_backends() -> list[int]:
+    with psycopg_connect() as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [BENCH_DB]
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def psycopg_connect():
+    import psycopg
+
+    return psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes (all their threads) so far, from /proc; gone processes count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _load(port: int, cookies: list[str], seconds: float, loop, servers: list[int] | None = None) -> dict[str, float]:
+    servers = servers or []
+    backends = _database_backends()  # persistent connections (CONN_MAX_AGE): the same backends serve the load
+    client_before = time.process_time()
+    server_before, database_before = _cpu_seconds(servers), _cpu_seconds(backends)
+    busy_before, ticks_before = _machine_busy()
     deadline = time.monotonic() + seconds
     latencies: list[list[float]] = [[] for _ in cookies]
     judged = [0] * len(cookies)
@@ -208,13 +254,26 @@ def _load(port: int, cookies: list[str], seconds: float, loop) -> dict[str, floa
     for thread in threads:
         thread.join(timeout=seconds + 60)
     elapsed = time.monotonic() - started
+    client_cpu = time.process_time() - client_before
+    server_cpu = _cpu_seconds(servers) - server_before
+    # Backends opened during the load (the first requests of each thread) are counted from their start.
+    database_cpu = _cpu_seconds(_database_backends()) - database_before
+    busy_after, ticks_after = _machine_busy()
     flat = sorted(value for per_thread in latencies for value in per_thread)
+    per_request = 1000 / max(len(flat), 1)
     return {
         "requests": len(flat),
         "requests_per_s": round(len(flat) / elapsed, 1),
         "judgements_per_s": round(sum(judged) / elapsed, 1),
         "p50_ms": round(1000 * _quantile(flat, 0.5), 1),
         "p99_ms": round(1000 * _quantile(flat, 0.99), 1),
+        "cpu_ms_per_request": {
+            "client": round(client_cpu * per_request, 2),
+            "gunicorn": round(server_cpu * per_request, 2),
+            "postgres": round(database_cpu * per_request, 2),
+        },
+        "client_cpu_share_of_machine": round(client_cpu / (elapsed * os.cpu_count()), 3),
+        "machine_busy_share": round((busy_after - busy_before) / max(ticks_after - ticks_before, 1), 3),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }
@@ -238,9 +297,9 @@ def _request(connection, jar: dict[str, str], latencies: list[float], method: st
 
 
 def _baseline_loop(connection, jar, latencies) -> int:
-    status, _ = _request(connection, jar, latencies, "GET", "/accounts/login/")
-    if status != 200:
-        raise RuntimeError(f"GET /accounts/login/ → {status}")
+    status, body = _request(connection, jar, latencies, "GET", "/healthz")
+    if status != 200 or body != "ok":
+        raise RuntimeError(f"GET /healthz → {status} {body[:80]!r}")
     return 0
 
 

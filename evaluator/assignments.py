@@ -3,9 +3,10 @@
 Invariants, and what holds each:
 
 - A comparison has at most k (``Campaign.overlap``) *live* assignments, live meaning completed or with an
-  unexpired lease. A claim locks the comparison row (``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` on PostgreSQL),
-  re-counts its live assignments under that lock and only then inserts; a late submission on an expired lease
-  locks the same row and re-counts before it counts. So two claimers can never both take the last slot.
+  unexpired lease that was not released (a skip releases its lease at once). A claim locks the comparison row
+  (``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` on PostgreSQL), re-counts its live assignments under that lock
+  and only then inserts; a late submission on an expired lease locks the same row and re-counts before it
+  counts. So two claimers can never both take the last slot.
 - An annotator never gets one comparison twice: ``UniqueConstraint(comparison, annotator)`` on Assignment (and
   on Judgement), and candidates exclude the annotator's comparisons.
 - One judgement per assignment: ``OneToOneField`` plus the assignment row lock taken by ``judgement_submit``,
@@ -19,7 +20,8 @@ a count over all comparisons nor ``ORDER BY random()``: a claim costs the same w
 columns are refreshed from the assignment/judgement rows under the row lock whenever the engine touches a
 comparison; they only rank candidates, so a stale value (rows written by a factory or an import) costs at most
 a skipped candidate, never a broken cap. Expired leases are handed back in bounded batches by
-``leases_release``, which each claim runs first, through a partial index on unfinished, unreleased leases.
+``leases_release``, which each claim runs in its own transaction (after the annotator's open lease is looked up),
+through a partial index on unfinished, unreleased leases.
 
 SQLite fallback: ``select_for_update`` is a no-op there, but settings open every SQLite transaction with
 ``BEGIN IMMEDIATE`` (``transaction_mode``), which takes the database's single write lock at the start of
@@ -41,6 +43,7 @@ from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from evaluator import progress
 from evaluator.models import (
     OVERALL,
     Assignment,
@@ -53,6 +56,9 @@ from evaluator.models import (
 )
 
 SIDES = ("left", "right", "tie")
+# "Both bad" is stored as a tie with CriterionChoice.both_bad set; only offered where the campaign allows it.
+BOTH_BAD = "both_bad"
+SKIP_REASON_MAX = 500
 CLAIM_ATTEMPTS = 5
 
 
@@ -70,16 +76,14 @@ def assignment_next(*, annotator: AbstractBaseUser, now: datetime | None = None)
     rest follow its ``selection``. None when nothing is left for this annotator (all done, or quota reached).
     """
     now = now or timezone.now()
-    current = _open_assignment(annotator, now)
-    if current:
-        return current
-    leases_release(now=now)
+    # One transaction for the whole claim (each BEGIN/COMMIT is a round trip on the hottest path of the app).
     with transaction.atomic():
         # One annotator's claims run one at a time: the quota and "one open lease" checks below stay true.
         get_user_model().objects.select_for_update(no_key=True).filter(pk=annotator.pk).exists()
         current = _open_assignment(annotator, now)
         if current:
             return current
+        _leases_release(now, settings.PREFLOOP_LEASE_RELEASE_BATCH)
         for campaign in Campaign.objects.order_by("created_at", "pk"):
             quota = campaign.quota_per_annotator
             if quota is not None and _quota_used(campaign, annotator, now) >= quota:
@@ -92,7 +96,9 @@ def assignment_next(*, annotator: AbstractBaseUser, now: datetime | None = None)
 
 def _open_assignment(annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
     return (
-        Assignment.objects.filter(annotator=annotator, completed_at__isnull=True, lease_expires_at__gt=now)
+        Assignment.objects.filter(
+            annotator=annotator, completed_at__isnull=True, released=False, lease_expires_at__gt=now
+        )
         .select_related("comparison__campaign", "comparison__prompt", "comparison__candidate_a")
         .select_related("comparison__candidate_b")
         .order_by("created_at")
@@ -103,7 +109,7 @@ def _open_assignment(annotator: AbstractBaseUser, now: datetime) -> Assignment |
 def _quota_used(campaign: Campaign, annotator: AbstractBaseUser, now: datetime) -> int:
     return (
         Assignment.objects.filter(annotator=annotator, comparison__campaign=campaign)
-        .filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now))
+        .filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False))
         .count()
     )
 
@@ -178,28 +184,28 @@ def _claim_first_free(
 ) -> tuple[Assignment | None, int]:
     """The first candidate with room, claimed; and how many candidates were skipped as locked by others."""
     # Lock the candidates; one another annotator is claiming right now is skipped, not waited on.
-    locked = {
-        comparison.pk: comparison
-        for comparison in Comparison.objects.select_for_update(skip_locked=True, no_key=True).filter(
-            pk__in=candidate_ids
-        )
-    }
+    locked = set(
+        Comparison.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(pk__in=candidate_ids)
+        .values_list("pk", flat=True)
+    )
     for pk in candidate_ids:
-        comparison = locked.get(pk)
-        if comparison is None:
+        if pk not in locked:
             continue
         live = _live_count(pk, now)
         if live >= campaign.overlap:
             Comparison.objects.filter(pk=pk).update(live_assignments=live)  # a stale counter, put right
             continue
-        comparison.campaign = campaign
         assignment = Assignment.objects.create(
-            comparison=comparison,
+            comparison_id=pk,
             annotator=annotator,
             left_is_a=left_is_a_draw(),
             lease_expires_at=now + timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES),
         )
         Comparison.objects.filter(pk=pk).update(live_assignments=live + 1)
+        # What the pair page shows, in one query rather than one per relation.
+        assignment.comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(pk=pk)
+        assignment.comparison.campaign = campaign
         return assignment, 0
     return None, len(candidate_ids) - len(locked)
 
@@ -211,7 +217,7 @@ def left_is_a_draw() -> bool:
 
 def _live_count(comparison_id: int, now: datetime, *, excluding: int | None = None) -> int:
     live = Assignment.objects.filter(comparison_id=comparison_id).filter(
-        Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now)
+        Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False)
     )
     if excluding is not None:
         live = live.exclude(pk=excluding)
@@ -220,22 +226,25 @@ def _live_count(comparison_id: int, now: datetime, *, excluding: int | None = No
 
 def leases_release(*, now: datetime | None = None, limit: int | None = None) -> int:
     """Hand expired, unfinished leases back to the pool (at most `limit` per call); returns how many."""
-    now = now or timezone.now()
-    limit = limit or settings.PREFLOOP_LEASE_RELEASE_BATCH
     with transaction.atomic():
-        expired = list(
-            Assignment.objects.select_for_update(skip_locked=True, no_key=True)
-            .filter(completed_at__isnull=True, released=False, lease_expires_at__lte=now)
-            .order_by("lease_expires_at")
-            .values_list("pk", "comparison_id")[:limit]
-        )
-        if not expired:
-            return 0
-        Assignment.objects.filter(pk__in=[pk for pk, _ in expired]).update(released=True)
-        # Sorted, so that two releasing transactions lock shared comparisons in the same order.
-        for comparison_id in sorted({comparison_id for _, comparison_id in expired}):
-            _lock(comparison_id)
-            Comparison.objects.filter(pk=comparison_id).update(live_assignments=_live_count(comparison_id, now))
+        return _leases_release(now or timezone.now(), limit or settings.PREFLOOP_LEASE_RELEASE_BATCH)
+
+
+def _leases_release(now: datetime, limit: int) -> int:
+    """leases_release inside the caller's transaction (a claim runs it in its own)."""
+    expired = list(
+        Assignment.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(completed_at__isnull=True, released=False, lease_expires_at__lte=now)
+        .order_by("lease_expires_at")
+        .values_list("pk", "comparison_id")[:limit]
+    )
+    if not expired:
+        return 0
+    Assignment.objects.filter(pk__in=[pk for pk, _ in expired]).update(released=True)
+    # Sorted, so that two releasing transactions lock shared comparisons in the same order.
+    for comparison_id in sorted({comparison_id for _, comparison_id in expired}):
+        _lock(comparison_id)
+        Comparison.objects.filter(pk=comparison_id).update(live_assignments=_live_count(comparison_id, now))
     return len(expired)
 
 
@@ -243,7 +252,7 @@ def leases_release(*, now: datetime | None = None, limit: int | None = None) -> 
 
 
 def side_to_outcome(side: str, *, left_is_a: bool) -> Outcome:
-    if side == "tie":
+    if side in ("tie", BOTH_BAD):
         return Outcome.TIE
     shown_a = (side == "left") == left_is_a
     return Outcome.A if shown_a else Outcome.B
@@ -259,8 +268,9 @@ def judgement_submit(
 ) -> Judgement:
     """Record a judgement for an assignment; a repeated submission returns the stored one unchanged.
 
-    `choices` maps each criterion slug (plus "overall") to the screen side chosen: left, right or tie. The
-    assignment row lock makes concurrent submissions of one token store one judgement.
+    `choices` maps each criterion slug (plus "overall") to the screen side chosen: left, right or tie, or
+    both_bad where the campaign allows it (stored as a tie with ``both_bad`` set). The assignment row lock makes
+    concurrent submissions of one token store one judgement.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -275,8 +285,10 @@ def judgement_submit(
         existing = Judgement.objects.filter(assignment=assignment).first()
         if existing:
             return existing
+        if assignment.skipped_at is not None:
+            raise ServiceError("You skipped this pair, so it can no longer be rated.")
         campaign = assignment.comparison.campaign
-        _check_choices(choices, campaign.criterion_slugs)
+        _check_choices(choices, campaign.criterion_slugs, allow_both_bad=campaign.allow_both_bad)
         if assignment.lease_expires_at <= now:
             _check_room_after_expiry(assignment, now)
         judgement = Judgement.objects.create(
@@ -291,6 +303,7 @@ def judgement_submit(
                 judgement=judgement,
                 criterion=slug,
                 outcome=side_to_outcome(choices[slug], left_is_a=assignment.left_is_a),
+                both_bad=choices[slug] == BOTH_BAD,
             )
             for slug in campaign.criterion_slugs
         )
@@ -298,19 +311,22 @@ def judgement_submit(
         assignment.released = False  # a late judgement that still had room takes its slot back
         assignment.save(update_fields=["completed_at", "released"])
         _comparison_refresh(assignment.comparison_id, now)
+    progress.campaign_judgement_counted(campaign=campaign)
     return judgement
 
 
-def _check_choices(choices: Mapping[str, str], slugs: list[str]) -> None:
+def _check_choices(choices: Mapping[str, str], slugs: list[str], *, allow_both_bad: bool = False) -> None:
     missing = [slug for slug in slugs if slug not in choices]
     if missing:
         raise ServiceError(f"Choose left, right or tie for: {', '.join(missing)}.")
     unknown = sorted(set(choices) - set(slugs))
     if unknown:
         raise ServiceError(f"Unknown criteria: {', '.join(unknown)}.")
-    bad = [slug for slug in slugs if choices[slug] not in SIDES]
+    sides = (*SIDES, BOTH_BAD) if allow_both_bad else SIDES
+    bad = [slug for slug in slugs if choices[slug] not in sides]
     if bad:
-        raise ServiceError(f"Choices must be left, right or tie; got something else for: {', '.join(bad)}.")
+        allowed = "left, right, tie or both bad" if allow_both_bad else "left, right or tie"
+        raise ServiceError(f"Choices must be {allowed}; got something else for: {', '.join(bad)}.")
 
 
 def _check_room_after_expiry(assignment: Assignment, now: datetime) -> None:
@@ -320,6 +336,35 @@ def _check_room_after_expiry(assignment: Assignment, now: datetime) -> None:
     )
     if _live_count(comparison.pk, now, excluding=assignment.pk) >= comparison.campaign.overlap:
         raise ServiceError("This task's time ran out and it went to someone else.")
+
+
+def assignment_skip(*, token: str, annotator: AbstractBaseUser, reason: str, now: datetime | None = None) -> Assignment:
+    """Skip an open assignment with a reason: its slot goes back to the pool at once; a repeat changes nothing.
+
+    The comparison never comes back to this annotator (one assignment per comparison and annotator) and the skip
+    does not count against the campaign's quota. A completed assignment cannot be skipped.
+    """
+    now = now or timezone.now()
+    reason = reason.strip()
+    with transaction.atomic():
+        assignment = Assignment.objects.select_for_update(no_key=True).filter(token=token).first()
+        if assignment is None or assignment.annotator_id != annotator.pk:
+            raise PermissionDenied("This task is not yours.")
+        if assignment.skipped_at is not None:
+            return assignment
+        if assignment.completed_at is not None:
+            raise ServiceError("This pair is already rated, so it can no longer be skipped.")
+        if not reason:
+            raise ServiceError("Say why you skip this pair.")
+        if len(reason) > SKIP_REASON_MAX:
+            raise ServiceError(f"The reason is {len(reason)} characters long; at most {SKIP_REASON_MAX} are allowed.")
+        assignment.skipped_at = now
+        assignment.skip_reason = reason
+        assignment.released = True
+        assignment.save(update_fields=["skipped_at", "skip_reason", "released"])
+        # Same lock order as judgement_submit: the assignment row first, then the comparison row.
+        _comparison_refresh(assignment.comparison_id, now)
+    return assignment
 
 
 def _lock(comparison_id: int) -> None:
@@ -349,7 +394,7 @@ def comparison_counters_refresh(*, comparison_ids: Iterable[int], now: datetime 
     ids = list(set(comparison_ids))
     live = dict(
         Assignment.objects.filter(comparison_id__in=ids)
-        .filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now))
+        .filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False))
         .values_list("comparison_id")
         .annotate(count=Count("pk"))
     )

@@ -29,11 +29,12 @@ class SelectionRules:
     - `min_agreement` None: one record per decisive judgement. A number in (0, 1]: judgements are pooled per
       comparison; the comparison yields one record, for its majority, when the majority outcome is decisive,
       unique, and its share of the comparison's judgements is ≥ min_agreement.
-    - Ties never make a record (they carry no preference). `drop_both_bad` is the hook for a "both bad" outcome:
-      Prefloop records none yet (an imported "tie (bothbad)" is stored as a tie), so it has no effect today.
+    - Ties never make a record (they carry no preference); "both bad" is a tie. `drop_both_bad` also leaves out
+      a judgement whose overall choice was "both bad" when `weights` would otherwise make it decisive.
     - `held_out_prompts`: prompt external ids whose comparisons never enter the dataset.
     - `include_gold`: gold items are left out unless True. `exclude_flagged`: judgements of flagged annotators
-      are left out unless False.
+      are left out unless False. `include_simulated`: judgements of a scripted annotator (bench/loop.py) are
+      left out unless True.
     """
 
     criterion: str = OVERALL
@@ -43,6 +44,7 @@ class SelectionRules:
     include_gold: bool = False
     exclude_flagged: bool = True
     drop_both_bad: bool = True
+    include_simulated: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.criterion, str) or not self.criterion:
@@ -82,6 +84,11 @@ def preference_outcomes_select(*, campaign: Campaign, rules: SelectionRules) -> 
         choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
     if rules.exclude_flagged:
         choices = choices.filter(judgement__annotator__flag__isnull=True)
+    if rules.drop_both_bad:
+        both_bad = CriterionChoice.objects.filter(criterion=OVERALL, both_bad=True).values("judgement_id")
+        choices = choices.exclude(judgement_id__in=both_bad)
+    if not rules.include_simulated:
+        choices = choices.filter(judgement__simulated=False)
     scores: dict[int, float] = defaultdict(float)
     comparison_of: dict[int, int] = {}
     rows = choices.order_by("judgement_id").values_list(

@@ -4,13 +4,25 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import UploadedFile
 
-from evaluator.models import Campaign, ModelVariant, Quantization, Selection
+from evaluator.models import (
+    OVERALL,
+    AnswerFlag,
+    Campaign,
+    DocumentCollection,
+    ModelVariant,
+    Quantization,
+    Selection,
+    TrainingJob,
+)
 from evaluator.selectors import VoteFilters
+from training.dpo import OPTIMIZERS
 
 SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
+BOTH_BAD_CHOICE = ("both_bad", "Both bad")
 
 
 class CampaignForm(forms.Form):
@@ -33,6 +45,30 @@ class CampaignForm(forms.Form):
         initial=Selection.RANDOM,
         help_text="Active: the pairs with the fewest and most uncertain judgements first.",
     )
+    guidelines = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        max_length=20000,
+        help_text="Markdown shown to annotators in a collapsible panel above every pair.",
+    )
+    allow_both_bad = forms.BooleanField(
+        required=False, label="Offer “both bad”", help_text="Stored as a tie, marked both bad."
+    )
+    show_reference = forms.BooleanField(
+        required=False, label="Show reference answers", help_text="Each prompt's reference answer and context."
+    )
+    show_retrieved = forms.BooleanField(
+        required=False,
+        label="Show retrieved passages",
+        help_text="The passages a retrieval variant added to its prompt, under its answer.",
+    )
+
+    def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
+        """`campaign`: the campaign being edited (its own name is no clash; the fields start from its values)."""
+        if campaign is not None:
+            kwargs.setdefault("initial", {name: getattr(campaign, name) for name in self.base_fields})
+        super().__init__(*args, **kwargs)
+        self.campaign = campaign
 
     def clean_gold_rate(self) -> float:
         return self.cleaned_data["gold_rate"] or 0.0
@@ -42,7 +78,8 @@ class CampaignForm(forms.Form):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
-        if Campaign.objects.filter(name=name).exists():
+        others = Campaign.objects.exclude(pk=self.campaign.pk) if self.campaign else Campaign.objects.all()
+        if others.filter(name=name).exists():
             raise forms.ValidationError("A campaign with this name already exists.")
         return name
 
@@ -68,6 +105,18 @@ class VariantForm(forms.Form):
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0 means greedy.")
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.95)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=96)
+    collection = forms.ModelChoiceField(
+        queryset=DocumentCollection.objects.all(),
+        required=False,
+        label="Retrieval collection",
+        help_text="RAG: add passages from this collection to every prompt.",
+    )
+    retrieval_top_k = forms.IntegerField(min_value=1, max_value=50, initial=3, label="Passages (top k)")
+    retrieval_template = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="With {context} and {question}; empty: the built-in template.",
+    )
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -77,6 +126,54 @@ class VariantForm(forms.Form):
 
     def generation_settings(self) -> dict[str, Any]:
         return {key: self.cleaned_data[key] for key in ("temperature", "top_p", "max_new_tokens")}
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files from one input; each is checked as a FileField would check one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[UploadedFile]:
+        files = data if isinstance(data, list | tuple) else [data]
+        return [super(MultipleFileField, self).clean(item, initial) for item in files]
+
+
+class CollectionForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    embedding_model = forms.CharField(
+        max_length=300,
+        initial="all-MiniLM-L6-v2",
+        help_text="A sentence-transformers model name or path; the default works offline.",
+    )
+    chunk_size = forms.IntegerField(min_value=50, max_value=20000, initial=800, help_text="Characters per chunk.")
+    chunk_overlap = forms.IntegerField(min_value=0, max_value=19999, initial=120, help_text="Characters shared.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        size, overlap = data.get("chunk_size"), data.get("chunk_overlap")
+        if size is not None and overlap is not None and overlap >= size:
+            self.add_error("chunk_overlap", "Must be smaller than the chunk size.")
+        return data
+
+
+class DocumentUploadForm(forms.Form):
+    files = MultipleFileField(label="Documents", help_text="Text, markdown or PDF; several at once.")
+
+    def clean_files(self) -> list[UploadedFile]:
+        files = self.cleaned_data["files"]
+        for upload in files:
+            if upload.size > settings.PREFLOOP_MAX_UPLOAD_BYTES:
+                raise forms.ValidationError(
+                    f"{upload.name} is larger than {settings.PREFLOOP_MAX_UPLOAD_BYTES} bytes."
+                )
+        return files
 
 
 class GenerationForm(forms.Form):
@@ -91,19 +188,61 @@ class GenerationForm(forms.Form):
 
 
 class RetrainForm(forms.Form):
+    """A retrain job: method, data (source campaigns, selection rules, held-out prompts) and hyperparameters.
+
+    The defaults are the documented QLoRA recipe: NF4 with double quantisation, paged 8-bit AdamW, LoRA r 16,
+    α 32, dropout 0.05 on all linear layers, DPO β 0.1.
+    """
+
+    method = forms.ChoiceField(choices=TrainingJob.Method.choices, initial=TrainingJob.Method.DPO)
     parent_variant = forms.ModelChoiceField(
-        queryset=ModelVariant.objects.filter(adapter_path=""),
-        help_text="The base variant the new adapter is trained on; the new variant is rated against it.",
+        queryset=ModelVariant.objects.all(),
+        help_text="The variant the new adapter improves on; the new variant is rated blind against it.",
     )
+    source_campaigns = forms.ModelMultipleChoiceField(
+        queryset=Campaign.objects.all(), required=False, help_text="Where the preferences come from; empty: this one."
+    )
+    criterion = forms.CharField(initial=OVERALL, max_length=64, help_text="Which choice decides a pair.")
+    min_agreement = forms.FloatField(
+        min_value=0.01, max_value=1.0, required=False, help_text="Pool each pair's judgements; empty: one each."
+    )
+    include_gold = forms.BooleanField(required=False, initial=False, label="Include gold items")
+    exclude_flagged = forms.BooleanField(required=False, initial=True, label="Leave out flagged annotators")
+    held_out_share = forms.FloatField(
+        min_value=0.0, max_value=0.9, initial=0.2, help_text="Share of prompts kept out of training for the new round."
+    )
+    held_out_ids = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="Held-out prompt ids",
+        help_text="One id a line; overrides the share.",
+    )
+    sft_source = forms.ChoiceField(
+        choices=[("chosen", "Chosen answers"), ("qa", "Q&A file")],
+        initial="chosen",
+        label="SFT data",
+    )
+    qa_file = forms.FileField(required=False, label="Q&A file (JSONL)", help_text='{"question": …, "answer": …}')
+    load_in_4bit = forms.BooleanField(required=False, initial=True, label="4-bit base (QLoRA)")
+    double_quant = forms.BooleanField(required=False, initial=True, label="Double quantisation")
     beta = forms.FloatField(min_value=0.001, max_value=10.0, initial=0.1, label="DPO β")
     learning_rate = forms.FloatField(min_value=1e-7, max_value=1e-2, initial=5e-5)
     num_train_epochs = forms.FloatField(min_value=0.1, max_value=20, initial=1.0, label="Epochs")
     max_steps = forms.IntegerField(min_value=-1, initial=-1, help_text="-1: run all epochs.")
     per_device_train_batch_size = forms.IntegerField(min_value=1, max_value=64, initial=2, label="Batch size")
+    gradient_accumulation_steps = forms.IntegerField(min_value=1, max_value=256, initial=1)
     max_length = forms.IntegerField(min_value=32, max_value=8192, initial=512)
+    optim = forms.ChoiceField(choices=[(name, name) for name in OPTIMIZERS], initial="paged_adamw_8bit")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=42)
+    save_steps = forms.IntegerField(
+        min_value=1, max_value=100_000, initial=25, label="Checkpoint every", help_text="Steps between checkpoints."
+    )
     lora_r = forms.IntegerField(min_value=1, max_value=256, initial=16, label="LoRA r")
     lora_alpha = forms.IntegerField(min_value=1, max_value=512, initial=32, label="LoRA α")
     lora_dropout = forms.FloatField(min_value=0.0, max_value=0.9, initial=0.05, label="LoRA dropout")
+    target_modules = forms.CharField(
+        initial="all-linear", max_length=500, help_text="all-linear, or names, comma-separated."
+    )
 
     def clean_max_steps(self) -> int:
         steps = self.cleaned_data["max_steps"]
@@ -111,15 +250,58 @@ class RetrainForm(forms.Form):
             raise forms.ValidationError("Use -1 to run all epochs, or a positive number of steps.")
         return steps
 
-    def job_config(self) -> dict[str, Any]:
+    def clean_held_out_ids(self) -> list[str]:
+        return sorted({line.strip() for line in self.cleaned_data["held_out_ids"].splitlines() if line.strip()})
+
+    def clean_qa_file(self) -> UploadedFile | None:
+        upload = self.cleaned_data["qa_file"]
+        if upload and upload.size > settings.PREFLOOP_MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"The file is larger than {settings.PREFLOOP_MAX_UPLOAD_BYTES} bytes.")
+        return upload
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("method") == TrainingJob.Method.SFT and data.get("sft_source") == "qa" and not data.get("qa_file"):
+            self.add_error("qa_file", "Choose the Q&A file to train on.")
+        return data
+
+    def training(self) -> dict[str, Any]:
+        """The training library's config values (training.dpo.DPOJobConfig / training.sft.SFTJobConfig)."""
         data = self.cleaned_data
-        qlora = {key: data[key] for key in ("lora_r", "lora_alpha", "lora_dropout")}
-        keys = ("beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length")
+        modules = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
+        qlora = {
+            "load_in_4bit": data["load_in_4bit"],
+            "double_quant": data["double_quant"],
+            "lora_r": data["lora_r"],
+            "lora_alpha": data["lora_alpha"],
+            "lora_dropout": data["lora_dropout"],
+            "target_modules": modules[0] if len(modules) == 1 else modules,
+        }
+        keys = [
+            "learning_rate",
+            "num_train_epochs",
+            "max_steps",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "optim",
+            "seed",
+            "save_steps",
+        ]
+        if data["method"] == TrainingJob.Method.DPO:
+            keys.insert(0, "beta")
         return {**{key: data[key] for key in keys}, "qlora": qlora}
+
+    def selection(self) -> dict[str, Any]:
+        """The preference selection rules (evaluator.dpo_dataset.SelectionRules)."""
+        data = self.cleaned_data
+        keys = ("criterion", "min_agreement", "include_gold", "exclude_flagged")
+        return {key: data[key] for key in keys}
 
 
 class RatingForm(forms.Form):
-    """One left/tie/right choice per rubric criterion and overall, plus an optional rationale."""
+    """One left/tie/right choice (or "both bad" where the campaign offers it) per rubric criterion and overall,
+    plus an optional rationale."""
 
     rationale = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=5000)
 
@@ -129,9 +311,11 @@ class RatingForm(forms.Form):
             *campaign.criteria,
             {"slug": "overall", "label": "Overall", "definition": "All things considered, which answer is better?"},
         ]
+        self.allow_both_bad = campaign.allow_both_bad
+        sides = [*SIDE_CHOICES, BOTH_BAD_CHOICE] if campaign.allow_both_bad else SIDE_CHOICES
         for criterion in self.rubric:
             self.fields[criterion["slug"]] = forms.ChoiceField(
-                choices=SIDE_CHOICES,
+                choices=sides,
                 widget=forms.RadioSelect,
                 label=criterion["label"],
                 help_text=criterion["definition"],
@@ -140,6 +324,22 @@ class RatingForm(forms.Form):
 
     def choices(self) -> dict[str, str]:
         return {criterion["slug"]: self.cleaned_data[criterion["slug"]] for criterion in self.rubric}
+
+
+class SkipForm(forms.Form):
+    reason = forms.CharField(max_length=500, label="Why skip this pair?")
+
+
+class AnswerFlagForm(forms.Form):
+    side = forms.ChoiceField(choices=[("left", "Left answer"), ("right", "Right answer")])
+    reason = forms.ChoiceField(choices=AnswerFlag.Reason.choices)
+    note = forms.CharField(max_length=1000, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("reason") == AnswerFlag.Reason.OTHER and not data.get("note", "").strip():
+            self.add_error("note", "Say what is wrong with the answer.")
+        return data
 
 
 class StatisticsFilterForm(forms.Form):
@@ -175,3 +375,40 @@ class StatisticsFilterForm(forms.Form):
 
     def prompt_level(self) -> bool:
         return self.cleaned_data.get("view") == "prompt"
+
+
+class AnnotatorFlagForm(forms.Form):
+    reason = forms.CharField(max_length=1000, help_text="Why researchers may want to leave this annotator out.")
+
+
+ROLE_CHOICES = [("annotator", "Annotator"), ("researcher", "Researcher"), ("admin", "Admin")]
+
+
+class AccountCreateForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=ROLE_CHOICES)
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput,
+        help_text="Empty: a generated one. Either way it is shown once, after the account is made.",
+    )
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"].strip()
+        validate_username = get_user_model().username_validator
+        validate_username(username)
+        return username
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("password") and data.get("username"):
+            try:
+                password_validation.validate_password(data["password"], get_user_model()(username=data["username"]))
+            except forms.ValidationError as error:
+                self.add_error("password", error)
+        return data
+
+
+class AccountRolesForm(forms.Form):
+    roles = forms.MultipleChoiceField(choices=ROLE_CHOICES, widget=forms.CheckboxSelectMultiple)

@@ -179,6 +179,12 @@ class TrainingJob(models.Model):
     def __str__(self) -> str:
         return f"{self.get_method_display()} job #{self.pk}"
 
+    @property
+    def workdir_name(self) -> str:
+        """The job's folder under the artifacts folder; the creation time keeps it apart from a job of another
+        database that got the same id."""
+        return f"{self.pk}-{self.created_at:%Y%m%dT%H%M%S%f}"
+
 
 class ModelVariant(models.Model):
     """A model the campaign compares: a base model, optionally with an adapter. Never shown to annotators."""
@@ -419,6 +425,8 @@ class GenerationJob(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generation_jobs")
     variants = models.ManyToManyField(ModelVariant, related_name="generation_jobs")
+    # Empty: every prompt of the campaign. A retrain's round uses only its held-out prompts.
+    prompts = models.ManyToManyField(Prompt, related_name="generation_jobs", blank=True)
     samples_per_prompt = models.PositiveSmallIntegerField(default=1)
     training_job = models.ForeignKey(
         TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="generation_jobs"

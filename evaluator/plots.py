@@ -3,7 +3,7 @@
 Each function takes plain rows and returns a complete <svg> element as a SafeString.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -87,6 +87,55 @@ def bar_chart(
         return mark_safe("")
     rows = [Interval(label, value, min(value, reference or lo), max(value, reference or lo)) for label, value in bars]
     return interval_chart(rows, lo=lo, hi=hi, reference=reference, title=title, fmt=fmt)
+
+
+SERIES_COLOURS = ("#3555d4", "#c2410c", "#15803d", "#7e22ce", "#0e7490", "#a16207")
+LINE_WIDTH = 620
+LINE_HEIGHT = 220
+
+
+def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, title: str, x_label: str) -> SafeString:
+    """Lines of (x, y) points on shared axes, one colour and legend entry per series; empty when no points."""
+    points = [point for values in series.values() for point in values]
+    if not points:
+        return mark_safe("")
+    x_lo, x_hi = min(x for x, _ in points), max(x for x, _ in points)
+    y_lo, y_hi = min(y for _, y in points), max(y for _, y in points)
+    x_hi, y_hi = (x_hi if x_hi > x_lo else x_lo + 1), (y_hi if y_hi > y_lo else y_lo + 1)
+    left, top, right, bottom = 56, MARGIN + 18 * len(series), LINE_WIDTH - MARGIN, LINE_HEIGHT - AXIS_HEIGHT
+
+    def px(x: float) -> float:
+        return left + (x - x_lo) / (x_hi - x_lo) * (right - left)
+
+    def py(y: float) -> float:
+        return bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
+
+    parts = [_open(LINE_WIDTH, LINE_HEIGHT, title)]
+    for tick in _ticks(y_lo, y_hi):
+        parts.append(f'<line x1="{left}" y1="{py(tick):.1f}" x2="{right}" y2="{py(tick):.1f}" stroke="{GRID}"/>')
+        parts.append(
+            f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" font-size="11" fill="{MUTED}">'
+            f"{escape(f'{tick:.3g}')}</text>"
+        )
+    for tick in _ticks(x_lo, x_hi):
+        parts.append(
+            f'<text x="{px(tick):.1f}" y="{bottom + 16}" text-anchor="middle" font-size="11" fill="{MUTED}">'
+            f"{escape(f'{tick:.0f}')}</text>"
+        )
+    parts.append(
+        f'<text x="{right}" y="{LINE_HEIGHT - 4}" text-anchor="end" font-size="11" fill="{MUTED}">'
+        f"{escape(x_label)}</text>"
+    )
+    for index, (name, values) in enumerate(series.items()):
+        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+        parts.append(
+            f'<text x="{left}" y="{MARGIN + 18 * index + 4}" font-size="12" fill="{colour}">■ {escape(name)}</text>'
+        )
+        if values:
+            path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in values)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every text node above is escaped
 
 
 def _open(width: int, height: int, title: str) -> str:

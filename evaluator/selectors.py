@@ -5,11 +5,12 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
-from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, F, Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.db.models import Count, F, FilteredRelation, Prefetch, Q, QuerySet
 from django.db.models.functions import Length
 
-from evaluator import statistics
+from evaluator import progress, quality, statistics
 from evaluator.models import (
     OVERALL,
     Assignment,
@@ -18,11 +19,13 @@ from evaluator.models import (
     Comparison,
     CriterionChoice,
     GenerationJob,
+    Judgement,
     ModelVariant,
     Outcome,
     Prompt,
     TrainingJob,
 )
+from evaluator.roles import ROLES
 from evaluator.statistics import VOTE_COLUMNS, pairwise_table
 
 
@@ -35,6 +38,8 @@ class VoteFilters:
     until: date | None = None
     exclude_flagged: bool = False
     exclude_gold: bool = True
+    # Judgements of a scripted annotator (bench/loop.py) are no human's: counted only on request.
+    include_simulated: bool = False
 
 
 # Column of the votes frame → the ORM path it is read from (one row per judgement × criterion).
@@ -70,6 +75,8 @@ def judgement_choices(*, campaign: Campaign, filters: VoteFilters | None = None)
         choices = choices.filter(judgement__annotator__flag__isnull=True)
     if filters.exclude_gold:
         choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
+    if not filters.include_simulated:
+        choices = choices.filter(judgement__simulated=False)
     return choices
 
 
@@ -130,6 +137,20 @@ def annotator_progress(*, annotator: AbstractBaseUser) -> dict[str, int]:
     )
 
 
+def annotator_campaign_progress(*, annotator: AbstractBaseUser, campaign: Campaign) -> dict[str, Any]:
+    """The annotator's rated pairs in one campaign, their quota there (None: no limit) and the campaign's share
+    of wanted judgements already given (0–100)."""
+    done = Assignment.objects.filter(
+        annotator=annotator, comparison__campaign=campaign, completed_at__isnull=False
+    ).count()
+    return {
+        "done": done,
+        "quota": campaign.quota_per_annotator,
+        # Cached: counting the campaign's rows on every pair page would cost more than the page (progress.py).
+        "campaign_percent": progress.campaign_percent_done(campaign=campaign),
+    }
+
+
 def generation_jobs_recent(*, campaign: Campaign) -> QuerySet[GenerationJob]:
     return GenerationJob.objects.filter(campaign=campaign).prefetch_related("variants")[:20]
 
@@ -180,3 +201,57 @@ def annotator_gold_accuracy(*, campaign: Campaign, annotator: AbstractBaseUser) 
         correct=Count("pk", filter=Q(outcome=F("judgement__comparison__gold_outcome"))),
     )
     return result["correct"] / result["total"] if result["total"] else None
+
+
+def annotator_quality_rows(*, campaign: Campaign) -> list[dict[str, Any]]:
+    """One row per annotator of the campaign (anyone with an assignment there): evaluator/quality.py's numbers and
+    warnings, skips, answer flags raised and the annotator's flag. Two queries, whatever the number of annotators.
+    """
+    people = (
+        Assignment.objects.filter(comparison__campaign=campaign)
+        .values("annotator_id", "annotator__username", "annotator__flag__reason")
+        .annotate(
+            skips=Count("pk", filter=Q(skipped_at__isnull=False), distinct=True),
+            answer_flags=Count("answer_flags", distinct=True),
+        )
+        .order_by("annotator__username")
+    )
+    rows = (
+        Judgement.objects.filter(comparison__campaign=campaign)
+        .annotate(overall=FilteredRelation("choices", condition=Q(choices__criterion=OVERALL)))
+        .values_list(
+            "annotator_id",
+            "comparison_id",
+            "time_on_task_ms",
+            "overall__outcome",
+            "assignment__left_is_a",
+            "comparison__gold_outcome",
+        )
+    )
+    frame = pd.DataFrame.from_records(list(rows), columns=quality.JUDGEMENT_COLUMNS)
+    numbers = {row["annotator_id"]: row for row in quality.annotator_quality(frame).to_dict("records")}
+    result = []
+    for person in people:
+        found = numbers.get(person["annotator_id"], {})
+        result.append(
+            {
+                key: None if isinstance(value, float) and value != value else value  # NaN: no data
+                for key, value in found.items()
+            }
+            | {
+                "annotator_id": person["annotator_id"],
+                "username": person["annotator__username"],
+                "judgements": found.get("judgements", 0),
+                "skips": person["skips"],
+                "answer_flags": person["answer_flags"],
+                "flag_reason": person["annotator__flag__reason"],
+                "warnings": [quality.WARNING_LABELS[key] for key in found.get("warnings", [])],
+            }
+        )
+    return result
+
+
+def user_list_with_roles() -> QuerySet[Any]:
+    """Every account, by username, with its role groups prefetched: two queries for the whole list."""
+    role_groups = Prefetch("groups", queryset=Group.objects.filter(name__in=ROLES).order_by("name"), to_attr="roles")
+    return get_user_model().objects.order_by("username").prefetch_related(role_groups)

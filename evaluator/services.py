@@ -5,18 +5,23 @@ from itertools import combinations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
-from evaluator import assignments
+from evaluator import accounts, assignments, jobs
 from evaluator.models import (
     FINISHED_STATUSES,
+    AnnotatorFlag,
+    AnswerFlag,
+    Assignment,
     Campaign,
     Candidate,
     Comparison,
+    DocumentCollection,
     GenerationJob,
     JobStatus,
+    ModelExport,
     ModelVariant,
     Prompt,
     Selection,
@@ -26,7 +31,6 @@ from evaluator.prompt_files import parse_prompt_file
 from training.generate import GenerationSettings
 
 SIDES = assignments.SIDES
-MAX_TRAINING_ATTEMPTS = 3
 
 
 # Defined with the assignment engine (which services imports) so that both raise one and the same class.
@@ -44,6 +48,10 @@ def campaign_create(
     quota_per_annotator: int | None = None,
     gold_rate: float = 0.0,
     selection: str = Selection.RANDOM,
+    guidelines: str = "",
+    allow_both_bad: bool = False,
+    show_reference: bool = False,
+    show_retrieved: bool = False,
 ) -> Campaign:
     if Campaign.objects.filter(name=name).exists():
         raise ServiceError(f"A campaign named {name!r} already exists.")
@@ -54,7 +62,42 @@ def campaign_create(
         quota_per_annotator=quota_per_annotator,
         gold_rate=gold_rate,
         selection=selection,
+        guidelines=guidelines,
+        allow_both_bad=allow_both_bad,
+        show_reference=show_reference,
+        show_retrieved=show_retrieved,
     )
+
+
+# What an admin may change on an existing campaign; criteria stay fixed once judgements refer to them.
+CAMPAIGN_SETTINGS = (
+    "name",
+    "description",
+    "overlap",
+    "quota_per_annotator",
+    "gold_rate",
+    "selection",
+    "guidelines",
+    "allow_both_bad",
+    "show_reference",
+    "show_retrieved",
+)
+
+
+def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
+    """Change a campaign's settings (the names in CAMPAIGN_SETTINGS); saves only the fields that changed."""
+    unknown = sorted(set(changes) - set(CAMPAIGN_SETTINGS))
+    if unknown:
+        raise ServiceError(f"Unknown campaign settings: {', '.join(unknown)}.")
+    name = changes.get("name", campaign.name)
+    if Campaign.objects.filter(name=name).exclude(pk=campaign.pk).exists():
+        raise ServiceError(f"A campaign named {name!r} already exists.")
+    changed = [field for field, value in changes.items() if getattr(campaign, field) != value]
+    for field in changed:
+        setattr(campaign, field, changes[field])
+    if changed:
+        campaign.save(update_fields=changed)
+    return campaign
 
 
 @transaction.atomic
@@ -88,13 +131,24 @@ def variant_create(
     quantization: str = "none",
     generation_settings: Mapping[str, Any] | None = None,
     parent: ModelVariant | None = None,
+    collection: DocumentCollection | None = None,
+    retrieval_top_k: int = 3,
+    retrieval_template: str = "",
 ) -> ModelVariant:
+    """A model to compare: a base, optionally an adapter, optionally retrieval from a document collection."""
+    from training.rag import check_template
+
     if ModelVariant.objects.filter(name=name).exists():
         raise ServiceError(f"A variant named {name!r} already exists.")
     try:
         settings_ = GenerationSettings.from_dict(generation_settings or {})
     except ValueError as error:
         raise ServiceError(f"Generation settings: {error}.") from None
+    if retrieval_template:
+        try:
+            check_template(retrieval_template)
+        except ValueError as error:
+            raise ServiceError(f"Retrieval: {error}.") from None
     return ModelVariant.objects.create(
         name=name,
         base_model=base_model,
@@ -102,6 +156,9 @@ def variant_create(
         quantization=quantization,
         generation_settings=settings_.to_dict(),
         parent=parent,
+        collection=collection,
+        retrieval_top_k=retrieval_top_k,
+        retrieval_template=retrieval_template if collection else "",
     )
 
 
@@ -112,14 +169,18 @@ def generation_job_queue(
     samples_per_prompt: int = 1,
     created_by: AbstractBaseUser | None = None,
     training_job: TrainingJob | None = None,
+    prompts: Sequence[Prompt] = (),
 ) -> GenerationJob:
-    """Queue candidate generation for `variants` over the campaign's prompts; the worker pairs them after."""
+    """Queue candidate generation for `variants` over the campaign's prompts (or just `prompts`); the worker
+    pairs them after."""
     from workers.tasks import generate_candidates
 
     distinct = {variant.pk: variant for variant in variants}
     if len(distinct) < 2:
         raise ServiceError("Choose at least two variants: comparisons need two answers.")
-    prompt_count = campaign.prompts.count()
+    if any(prompt.campaign_id != campaign.pk for prompt in prompts):
+        raise ServiceError("Every prompt must belong to the campaign.")
+    prompt_count = len(prompts) or campaign.prompts.count()
     if prompt_count == 0:
         raise ServiceError("The campaign has no prompts yet: import some first.")
     with transaction.atomic():
@@ -131,6 +192,7 @@ def generation_job_queue(
             total=prompt_count * len(distinct) * samples_per_prompt,
         )
         job.variants.set(distinct.values())
+        job.prompts.set(prompts)
         generate_candidates.delay_on_commit(job.pk)
     return job
 
@@ -156,6 +218,7 @@ def candidates_store(*, job: GenerationJob, variant: ModelVariant, generated: It
             prompt_tokens=item["prompt_tokens"],
             completion_tokens=item["completion_tokens"],
             latency_ms=item["latency_ms"],
+            retrieved=item.get("retrieved", []),
         )
         for item in generated
     ]
@@ -166,11 +229,19 @@ def candidates_store(*, job: GenerationJob, variant: ModelVariant, generated: It
 
 
 def _candidate_count(job: GenerationJob) -> int:
-    return Candidate.objects.filter(
+    candidates = Candidate.objects.filter(
         prompt__campaign_id=job.campaign_id,
         variant__in=job.variants.all(),
         sample_index__lt=job.samples_per_prompt,
-    ).count()
+    )
+    if job.prompts.exists():
+        candidates = candidates.filter(prompt__in=job.prompts.all())
+    return candidates.count()
+
+
+def generation_job_prompts(*, job: GenerationJob) -> list[Prompt]:
+    """The prompts a generation job answers: its own list, or every prompt of its campaign."""
+    return list(job.prompts.order_by("pk")) or list(job.campaign.prompts.order_by("pk"))
 
 
 def comparisons_create(*, campaign: Campaign, variants: Sequence[ModelVariant]) -> int:
@@ -224,84 +295,47 @@ def job_fail(*, job: GenerationJob | TrainingJob, error: str) -> None:
 # Rating: the assignment engine lives in evaluator/assignments.py; these names are its public face.
 
 assignment_next = assignments.assignment_next
+assignment_skip = assignments.assignment_skip
 judgement_submit = assignments.judgement_submit
 leases_release = assignments.leases_release
 side_to_outcome = assignments.side_to_outcome
 
-
-# Retraining ------------------------------------------------------------------------------------------------
-
-
-def training_job_queue(
-    *,
-    campaign: Campaign,
-    parent_variant: ModelVariant,
-    config: Mapping[str, Any],
-    created_by: AbstractBaseUser | None = None,
-) -> TrainingJob:
-    """Queue a DPO/QLoRA retrain of `parent_variant` on the campaign's preferences."""
-    from workers.tasks import run_training_job
-
-    if parent_variant.adapter_path:
-        raise ServiceError("Retrain from a base variant (one without an adapter).")
-    with transaction.atomic():
-        job = TrainingJob.objects.create(
-            campaign=campaign, parent_variant=parent_variant, config=dict(config), created_by=created_by
-        )
-        run_training_job.delay_on_commit(job.pk)
-    return job
+FLAG_NOTE_MAX = 1000
 
 
-def training_job_start(*, job_id: int) -> TrainingJob | None:
-    """Claim a queued job (or a redelivered running one under the attempt cap); None if nothing to do."""
-    updated = (
-        TrainingJob.objects.filter(pk=job_id, attempts__lt=MAX_TRAINING_ATTEMPTS)
-        .filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING))
-        .update(
-            status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), heartbeat_at=timezone.now()
-        )
+def answer_flag(*, token: str, annotator: AbstractBaseUser, side: str, reason: str, note: str = "") -> AnswerFlag:
+    """Flag the answer shown on `side` (left or right) of the annotator's pair; a repeat returns the stored flag.
+
+    The screen side is turned into the candidate through the assignment's placement, so the flag names the
+    answer, never the side it happened to be shown on.
+    """
+    assignment = Assignment.objects.select_related("comparison").filter(token=token).first()
+    if assignment is None or assignment.annotator_id != annotator.pk:
+        raise PermissionDenied("This task is not yours.")
+    if side not in ("left", "right"):
+        raise ServiceError(f"Side must be left or right, not {side!r}.")
+    if reason not in AnswerFlag.Reason.values:
+        raise ServiceError(f"Reason must be one of {', '.join(AnswerFlag.Reason.values)}, not {reason!r}.")
+    note = note.strip()
+    if len(note) > FLAG_NOTE_MAX:
+        raise ServiceError(f"The note is {len(note)} characters long; at most {FLAG_NOTE_MAX} are allowed.")
+    comparison = assignment.comparison
+    shown_a = (side == "left") == assignment.left_is_a
+    flag, _ = AnswerFlag.objects.get_or_create(
+        assignment=assignment,
+        candidate_id=comparison.candidate_a_id if shown_a else comparison.candidate_b_id,
+        reason=reason,
+        defaults={"note": note},
     )
-    return TrainingJob.objects.select_related("parent_variant", "campaign").get(pk=job_id) if updated else None
+    return flag
 
 
-def training_job_dataset_record(*, job: TrainingJob, size: int, fingerprint: str) -> None:
-    TrainingJob.objects.filter(pk=job.pk).update(dataset_size=size, dataset_hash=fingerprint)
+# Retraining: the job life cycle lives in evaluator/jobs.py; these names are its public face.
 
-
-def training_job_progress(*, job_id: int, log: Mapping[str, Any]) -> None:
-    """Append one training log line and refresh progress and heartbeat."""
-    job = TrainingJob.objects.get(pk=job_id)
-    job.metrics = [*job.metrics, dict(log)]
-    job.progress_step = int(log.get("step", job.progress_step))
-    job.progress_total = int(log.get("max_steps", job.progress_total))
-    job.heartbeat_at = timezone.now()
-    job.save(update_fields=["metrics", "progress_step", "progress_total", "heartbeat_at"])
-
-
-def training_job_cancel_requested(*, job_id: int) -> bool:
-    return TrainingJob.objects.filter(pk=job_id, status=JobStatus.CANCELLED).exists()
-
-
-def training_job_succeed(*, job_id: int, adapter_dir: str, lineage: Mapping[str, Any]) -> ModelVariant:
-    """Register the trained adapter as a new variant and queue its round against the parent."""
-    with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().select_related("parent_variant", "campaign").get(pk=job_id)
-        parent = job.parent_variant
-        variant = ModelVariant.objects.create(
-            name=f"{parent.name} · DPO #{job.pk}",
-            base_model=parent.base_model,
-            adapter_path=adapter_dir,
-            quantization=parent.quantization,
-            generation_settings=parent.generation_settings,
-            parent=parent,
-            training_job=job,
-            lineage=dict(lineage),
-        )
-        job.status = JobStatus.SUCCEEDED
-        job.finished_at = timezone.now()
-        job.save(update_fields=["status", "finished_at"])
-        generation_job_queue(campaign=job.campaign, variants=[parent, variant], training_job=job)
-    return variant
+training_job_queue = jobs.training_job_queue
+training_job_cancel = jobs.training_job_cancel
+training_job_resume = jobs.training_job_resume
+training_jobs_reap = jobs.training_jobs_reap
 
 
 def api_token_rotate(*, user: AbstractBaseUser) -> str:
@@ -311,3 +345,65 @@ def api_token_rotate(*, user: AbstractBaseUser) -> str:
     with transaction.atomic():
         Token.objects.filter(user=user).delete()
         return Token.objects.create(user=user).key
+
+
+# Annotators and accounts: accounts live in evaluator/accounts.py (the create_account command uses them too).
+
+account_create = accounts.account_create
+account_roles_set = accounts.account_roles_set
+account_deactivate = accounts.account_deactivate
+account_reactivate = accounts.account_reactivate
+ANNOTATOR_FLAG_REASON_MAX = 1000
+
+
+def annotator_flag(*, annotator: AbstractBaseUser, reason: str, by: AbstractBaseUser) -> AnnotatorFlag:
+    """Flag an annotator (researchers may then leave their judgements out); flagging again replaces the reason."""
+    reason = reason.strip()
+    if not reason:
+        raise ServiceError("Say why you flag this annotator.")
+    if len(reason) > ANNOTATOR_FLAG_REASON_MAX:
+        raise ServiceError(
+            f"The reason is {len(reason)} characters long; at most {ANNOTATOR_FLAG_REASON_MAX} are allowed."
+        )
+    flag, _ = AnnotatorFlag.objects.update_or_create(annotator=annotator, defaults={"reason": reason, "flagged_by": by})
+    return flag
+
+
+def annotator_unflag(*, annotator: AbstractBaseUser) -> bool:
+    """Take the annotator's flag away; False when there was none."""
+    deleted, _ = AnnotatorFlag.objects.filter(annotator=annotator).delete()
+    return bool(deleted)
+
+
+# Model exports -------------------------------------------------------------------------------------------------
+
+
+def model_export_queue(*, variant: ModelVariant, kind: str) -> ModelExport:
+    """Queue writing `variant` out: merged into a bf16 copy of its base, or that as GGUF."""
+    from workers.tasks import export_model
+
+    if not variant.adapter_path:
+        raise ServiceError(f"“{variant.name}” has no adapter: its base model is already the whole model.")
+    if kind not in ModelExport.Kind.values:
+        raise ServiceError(f"Unknown export kind {kind!r}.")
+    with transaction.atomic():
+        export = ModelExport.objects.create(variant=variant, kind=kind)
+        export_model.delay_on_commit(export.pk)
+    return export
+
+
+def model_export_start(*, export_id: int) -> ModelExport | None:
+    updated = ModelExport.objects.filter(pk=export_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        status=JobStatus.RUNNING
+    )
+    return ModelExport.objects.select_related("variant").get(pk=export_id) if updated else None
+
+
+def model_export_finish(*, export_id: int, path: str) -> None:
+    ModelExport.objects.filter(pk=export_id).update(status=JobStatus.SUCCEEDED, path=path, finished_at=timezone.now())
+
+
+def model_export_fail(*, export_id: int, error: str) -> None:
+    ModelExport.objects.filter(pk=export_id).update(
+        status=JobStatus.FAILED, error=error[:5000], finished_at=timezone.now()
+    )

@@ -1,11 +1,14 @@
 from django.urls import include, path
 
-from evaluator import views
+from evaluator import people_views, training_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
     path("rate/", views.rate, name="rate"),
     path("rate/<uuid:token>/", views.rate_submit, name="rate_submit"),
+    path("rate/<uuid:token>/skip/", views.rate_skip, name="rate_skip"),
+    path("rate/<uuid:token>/flag/", views.rate_flag, name="rate_flag"),
     path("stats/", views.stats_index, name="stats_index"),
     path("stats/token/", views.api_token_rotate, name="api_token_rotate"),
     path("stats/<int:campaign_id>/", views.stats_campaign, name="stats_campaign"),
@@ -14,8 +17,37 @@ urlpatterns = [
     path("manage/campaigns/new/", views.campaign_create, name="campaign_create"),
     path("manage/variants/new/", views.variant_create, name="variant_create"),
     path("manage/campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign_detail"),
+    path("manage/campaigns/<int:campaign_id>/settings/", views.campaign_update, name="campaign_update"),
     path("manage/campaigns/<int:campaign_id>/prompts/", views.prompts_import, name="prompts_import"),
     path("manage/campaigns/<int:campaign_id>/generate/", views.generation_queue, name="generation_queue"),
-    path("manage/campaigns/<int:campaign_id>/retrain/", views.training_queue, name="training_queue"),
-    path("manage/jobs/<int:job_id>/", views.training_job_detail, name="training_job_detail"),
+    path("manage/campaigns/<int:campaign_id>/retrain/", training_views.training_queue, name="training_queue"),
+    path("manage/jobs/<int:job_id>/", training_views.training_job_detail, name="training_job_detail"),
+    path("manage/jobs/<int:job_id>/cancel/", training_views.training_job_cancel, name="training_job_cancel"),
+    path("manage/jobs/<int:job_id>/resume/", training_views.training_job_resume, name="training_job_resume"),
+    path("manage/variants/", training_views.variant_tree, name="variant_tree"),
+    path("manage/variants/<int:variant_id>/export/", training_views.variant_export, name="variant_export"),
+    path("manage/collections/", training_views.collections, name="collections"),
+    path("manage/collections/new/", training_views.collection_create, name="collection_create"),
+    path("manage/collections/<int:collection_id>/", training_views.collection_detail, name="collection_detail"),
+    path(
+        "manage/collections/<int:collection_id>/documents/",
+        training_views.collection_upload,
+        name="collection_upload",
+    ),
+    path("manage/campaigns/<int:campaign_id>/quality/", people_views.campaign_quality, name="campaign_quality"),
+    path(
+        "manage/campaigns/<int:campaign_id>/quality/<int:user_id>/flag/",
+        people_views.annotator_flag,
+        name="annotator_flag",
+    ),
+    path(
+        "manage/campaigns/<int:campaign_id>/quality/<int:user_id>/unflag/",
+        people_views.annotator_unflag,
+        name="annotator_unflag",
+    ),
+    path("manage/users/", people_views.users, name="users"),
+    path("manage/users/new/", people_views.user_create, name="user_create"),
+    path("manage/users/<int:user_id>/roles/", people_views.user_roles_update, name="user_roles_update"),
+    path("manage/users/<int:user_id>/deactivate/", people_views.user_deactivate, name="user_deactivate"),
+    path("manage/users/<int:user_id>/reactivate/", people_views.user_reactivate, name="user_reactivate"),
 ]

@@ -1,6 +1,5 @@
 """Short views: permission-checked fetch → form → one service call → redirect or render."""
 
-import json
 
 from django import forms
 from django.contrib import messages
@@ -11,19 +10,27 @@ from django.views.decorators.http import require_GET, require_POST
 
 from evaluator import selectors, services
 from evaluator.forms import (
+    AnswerFlagForm,
     CampaignForm,
     GenerationForm,
     PromptImportForm,
     RatingForm,
     RetrainForm,
+    SkipForm,
     StatisticsFilterForm,
     VariantForm,
 )
-from evaluator.models import Assignment, Campaign, ModelVariant, TrainingJob
+from evaluator.models import AnswerFlag, Assignment, Campaign, Candidate, ModelVariant
 from evaluator.prompt_files import PromptFileError
 from evaluator.reports import statistics_report
 from evaluator.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required, user_roles
 from evaluator.selectors import VoteFilters
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """For load balancers and deployment checks: the app process answers. Touches neither database nor session."""
+    return HttpResponse("ok", content_type="text/plain")
 
 
 @require_GET
@@ -55,29 +62,47 @@ def _render_next(request: HttpRequest) -> HttpResponse:
     return _render_assignment(request, assignment, RatingForm(campaign=assignment.comparison.campaign))
 
 
-def _render_assignment(request: HttpRequest, assignment: Assignment, form: RatingForm) -> HttpResponse:
+def _render_assignment(
+    request: HttpRequest, assignment: Assignment, form: RatingForm, *, skip_form: SkipForm | None = None
+) -> HttpResponse:
+    # Blind: only texts, the opaque token and screen sides reach the template; never a model, variant or row id.
     comparison = assignment.comparison
+    campaign = comparison.campaign
     left, right = comparison.candidate_a, comparison.candidate_b
     if not assignment.left_is_a:
         left, right = right, left
-    campaign_counts = selectors.campaign_progress(campaign=comparison.campaign)
-    wanted = campaign_counts["wanted"]
     context = {
         "token": assignment.token,
+        "guidelines": campaign.guidelines,
         "prompt": comparison.prompt.text,
-        "left": left.text,
-        "right": right.text,
+        "reference": comparison.prompt.reference if campaign.show_reference else "",
+        "prompt_context": comparison.prompt.context if campaign.show_reference else "",
+        "answers": [
+            {"side": side, "text": candidate.text, "passages": _passages(candidate) if campaign.show_retrieved else []}
+            for side, candidate in (("left", left), ("right", right))
+        ],
         "form": form,
-        "progress": selectors.annotator_progress(annotator=request.user),
-        "campaign_percent": min(100, round(100 * campaign_counts["judgements"] / wanted)) if wanted else 0,
+        "skip_form": skip_form or SkipForm(),
+        "flag_reasons": AnswerFlag.Reason.choices,
+        "progress": selectors.annotator_campaign_progress(annotator=request.user, campaign=campaign),
     }
     template = "rating/_pair.html" if request.htmx else "rating/rate.html"
-    return render(request, template, context, status=400 if form.errors else 200)
+    failed = form.errors or (skip_form is not None and skip_form.errors)
+    return render(request, template, context, status=400 if failed else 200)
 
 
-@require_POST
-@role_required(ANNOTATOR)
-def rate_submit(request: HttpRequest, token: str) -> HttpResponse:
+def _passages(candidate: Candidate) -> list[dict[str, str]]:
+    """A retrieval answer's passages as document name and text only (no chunk numbers, scores or ids)."""
+    rows = candidate.retrieved if isinstance(candidate.retrieved, list) else []
+    return [
+        {"document": str(row.get("document", "")), "text": str(row.get("text", ""))}
+        for row in rows
+        if isinstance(row, dict) and row.get("text")
+    ]
+
+
+def _assignment_of(request: HttpRequest, token: str) -> Assignment:
+    """The request user's assignment with everything the pair page shows; 404 unknown, 403 someone else's."""
     assignment = get_object_or_404(
         Assignment.objects.select_related(
             "comparison__campaign", "comparison__prompt", "comparison__candidate_a", "comparison__candidate_b"
@@ -86,6 +111,13 @@ def rate_submit(request: HttpRequest, token: str) -> HttpResponse:
     )
     if assignment.annotator_id != request.user.pk:
         raise PermissionDenied
+    return assignment
+
+
+@require_POST
+@role_required(ANNOTATOR)
+def rate_submit(request: HttpRequest, token: str) -> HttpResponse:
+    assignment = _assignment_of(request, token)
     form = RatingForm(request.POST, campaign=assignment.comparison.campaign)
     if not form.is_valid():
         return _render_assignment(request, assignment, form)
@@ -97,6 +129,55 @@ def rate_submit(request: HttpRequest, token: str) -> HttpResponse:
         messages.error(request, str(error))
     if request.htmx:
         return _render_next(request)
+    return redirect("rate")
+
+
+@require_POST
+@role_required(ANNOTATOR)
+def rate_skip(request: HttpRequest, token: str) -> HttpResponse:
+    assignment = _assignment_of(request, token)
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        if request.htmx:
+            return _render_assignment(
+                request, assignment, RatingForm(campaign=assignment.comparison.campaign), skip_form=form
+            )
+        messages.error(request, form_errors(form))
+        return redirect("rate")
+    try:
+        services.assignment_skip(token=token, annotator=request.user, reason=form.cleaned_data["reason"])
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    if request.htmx:
+        return _render_next(request)
+    return redirect("rate")
+
+
+@require_POST
+@role_required(ANNOTATOR)
+def rate_flag(request: HttpRequest, token: str) -> HttpResponse:
+    _assignment_of(request, token)
+    form = AnswerFlagForm(request.POST)
+    error, reason = "", ""
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            flag = services.answer_flag(
+                token=token, annotator=request.user, side=data["side"], reason=data["reason"], note=data["note"]
+            )
+        except services.ServiceError as failure:
+            error = str(failure)
+        else:
+            reason = flag.get_reason_display()
+    else:
+        error = form_errors(form)
+    if request.htmx:
+        # Only the flag form's status line is replaced: the pair and the choices made so far stay as they are.
+        return render(request, "rating/_flagged.html", {"error": error, "reason": reason}, status=400 if error else 200)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"Thank you: the answer is flagged ({reason}) for review.")
     return redirect("rate")
 
 
@@ -140,7 +221,7 @@ def stats_campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def manage(request: HttpRequest) -> HttpResponse:
     context = {
         "campaigns": selectors.campaign_list_with_counts(),
-        "variants": ModelVariant.objects.select_related("parent"),
+        "variants": ModelVariant.objects.select_related("parent", "collection"),
         "campaign_form": CampaignForm(),
         "variant_form": VariantForm(),
         "jobs": selectors.training_jobs_recent(),
@@ -153,7 +234,7 @@ def manage(request: HttpRequest) -> HttpResponse:
 def campaign_create(request: HttpRequest) -> HttpResponse:
     form = CampaignForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("manage")
     campaign = services.campaign_create(**form.cleaned_data)
     messages.success(request, f"Campaign “{campaign.name}” created.")
@@ -165,16 +246,23 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
 def variant_create(request: HttpRequest) -> HttpResponse:
     form = VariantForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("manage")
     data = form.cleaned_data
-    variant = services.variant_create(
-        name=data["name"],
-        base_model=data["base_model"],
-        adapter_path=data["adapter_path"],
-        quantization=data["quantization"],
-        generation_settings=form.generation_settings(),
-    )
+    try:
+        variant = services.variant_create(
+            name=data["name"],
+            base_model=data["base_model"],
+            adapter_path=data["adapter_path"],
+            quantization=data["quantization"],
+            generation_settings=form.generation_settings(),
+            collection=data["collection"],
+            retrieval_top_k=data["retrieval_top_k"],
+            retrieval_template=data["retrieval_template"],
+        )
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("manage")
     messages.success(request, f"Variant “{variant.name}” added.")
     return redirect("manage")
 
@@ -186,6 +274,7 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     context = {
         "campaign": campaign,
         "progress": selectors.campaign_progress(campaign=campaign),
+        "settings_form": CampaignForm(campaign=campaign),
         "import_form": PromptImportForm(),
         "generation_form": GenerationForm(),
         "retrain_form": RetrainForm(),
@@ -198,11 +287,28 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(ADMIN)
+def campaign_update(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = CampaignForm(request.POST, campaign=campaign)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    try:
+        services.campaign_update(campaign=campaign, **form.cleaned_data)
+    except services.ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Settings of “{campaign.name}” saved.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+@require_POST
+@role_required(ADMIN)
 def prompts_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     form = PromptImportForm(request.POST, request.FILES)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("campaign_detail", campaign_id=campaign.pk)
     upload = form.cleaned_data["file"]
     try:
@@ -220,7 +326,7 @@ def generation_queue(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     form = GenerationForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("campaign_detail", campaign_id=campaign.pk)
     try:
         job = services.generation_job_queue(
@@ -236,52 +342,7 @@ def generation_queue(request: HttpRequest, campaign_id: int) -> HttpResponse:
     return redirect("campaign_detail", campaign_id=campaign.pk)
 
 
-@require_POST
-@role_required(ADMIN)
-def training_queue(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    campaign = get_object_or_404(Campaign, pk=campaign_id)
-    form = RetrainForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, _form_errors(form))
-        return redirect("campaign_detail", campaign_id=campaign.pk)
-    if selectors.decisive_vote_count(campaign=campaign) == 0:
-        messages.error(request, "The campaign has no decisive overall preferences yet: rate some pairs first.")
-        return redirect("campaign_detail", campaign_id=campaign.pk)
-    try:
-        job = services.training_job_queue(
-            campaign=campaign,
-            parent_variant=form.cleaned_data["parent_variant"],
-            config=form.job_config(),
-            created_by=request.user,
-        )
-    except services.ServiceError as error:
-        messages.error(request, str(error))
-        return redirect("campaign_detail", campaign_id=campaign.pk)
-    messages.success(request, f"DPO job #{job.pk} queued.")
-    return redirect("training_job_detail", job_id=job.pk)
-
-
-@require_GET
-@role_required(ADMIN)
-def training_job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = get_object_or_404(
-        TrainingJob.objects.select_related("campaign", "parent_variant", "result_variant"), pk=job_id
-    )
-    losses = [
-        {
-            "step": log.get("step"),
-            "loss": log["loss"],
-            "margin": log.get("rewards/margins"),
-            "accuracy": log.get("rewards/accuracies"),
-        }
-        for log in job.metrics
-        if "loss" in log
-    ]
-    context = {"job": job, "losses": losses, "config_json": json.dumps(job.config, indent=2, sort_keys=True)}
-    return render(request, "manage/training_job.html", context)
-
-
-def _form_errors(form: forms.Form) -> str:
+def form_errors(form: forms.Form) -> str:
     return "; ".join(
         f"{form[name].label if name in form.fields else 'Form'}: {' '.join(errors)}"
         for name, errors in form.errors.items()

@@ -185,9 +185,20 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "default")
 CELERY_GPU_QUEUE = env_str("CELERY_GPU_QUEUE", "gpu")
+# Model work goes to the GPU queue (one worker process per GPU); the rest to the default queue.
 CELERY_TASK_ROUTES = {
     "workers.tasks.generate_candidates": {"queue": CELERY_GPU_QUEUE},
     "workers.tasks.run_training_job": {"queue": CELERY_GPU_QUEUE},
+    "workers.tasks.index_collection": {"queue": CELERY_GPU_QUEUE},
+    "workers.tasks.export_model": {"queue": CELERY_GPU_QUEUE},
+}
+# A running job whose heartbeat is older than this, on a worker that is gone, is queued again by the reaper.
+PREFLOOP_JOB_STALE_SECONDS = env_int("PREFLOOP_JOB_STALE_SECONDS", 600, minimum=10)
+CELERY_BEAT_SCHEDULE = {
+    "reap-lost-training-jobs": {
+        "task": "workers.tasks.reap_training_jobs",
+        "schedule": env_int("PREFLOOP_REAPER_SECONDS", 60, minimum=5),
+    },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

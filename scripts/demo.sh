@@ -20,6 +20,7 @@ trap cleanup EXIT INT TERM
 
 # One worker process for the GPU queue (a fresh child per task returns GPU memory) and the default queue.
 $BIN/celery -A workers worker -Q gpu,default --concurrency 1 --max-tasks-per-child 1 --loglevel INFO \
+  -B --schedule "$PREFLOOP_VAR_DIR/celerybeat-schedule" \
   >"$PREFLOOP_VAR_DIR/logs/worker.log" 2>&1 &
 pids+=($!)
 $BIN/gunicorn prefloop.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --access-logfile - \

@@ -1,9 +1,10 @@
-/* Keyboard-only rating: rows by ↑/↓, j/k or 1–6; a/s/d (←/→) choose left/tie/right; Enter submits when complete.
+/* Keyboard-only rating: rows by ↑/↓, j/k or 1–6; a/s/d (←/→) choose left/tie/right, b "both bad" where the
+ * campaign offers it; Enter submits when complete; x opens the skip form and focuses its reason.
  * The radio inputs stay the real form controls: every shortcut checks and focuses one of them. */
 (function () {
   "use strict";
 
-  var SIDES = { a: "left", arrowleft: "left", s: "tie", d: "right", arrowright: "right" };
+  var SIDES = { a: "left", arrowleft: "left", s: "tie", d: "right", arrowright: "right", b: "both_bad" };
 
   function form() {
     return document.querySelector("form[data-keyboard-rating]");
@@ -40,6 +41,7 @@
   function choose(rubric, index, side) {
     var row = rows(rubric)[index];
     var radio = row.querySelector("input[type=radio][value=" + side + "]");
+    if (!radio) return; // "both bad" in a campaign that does not offer it
     radio.checked = true;
     radio.dispatchEvent(new Event("change", { bubbles: true }));
     announce(rubric, "");
@@ -71,6 +73,14 @@
     else rubric.submit();
   }
 
+  function openSkip() {
+    var panel = document.getElementById("skip");
+    var reason = document.getElementById("skip-reason");
+    if (!panel || !reason) return;
+    panel.open = true;
+    reason.focus();
+  }
+
   function isTextEntry(element) {
     if (!element || !element.tagName) return false;
     var tag = element.tagName.toLowerCase();
@@ -85,7 +95,8 @@
     if (isTextEntry(target)) return;
     var inRubric = rubric.contains(target);
     // Elsewhere on the page (links, the log-out button) only letters and digits are shortcuts.
-    var onOtherControl = !inRubric && target !== document.body && target.matches("a, button, summary");
+    // A scrollable answer keeps its arrow keys for scrolling.
+    var onOtherControl = !inRubric && target !== document.body && target.matches("a, button, summary, .scroll");
     var key = event.key.toLowerCase();
     var index = currentIndex(rubric);
 
@@ -101,6 +112,9 @@
       if (onOtherControl && key.indexOf("arrow") === 0) return;
       event.preventDefault();
       choose(rubric, index < 0 ? 0 : index, SIDES[key]);
+    } else if (key === "x") {
+      event.preventDefault();
+      openSkip();
     } else if (key === "enter" && (inRubric ? target.type === "radio" : !onOtherControl)) {
       event.preventDefault();
       submit(rubric);

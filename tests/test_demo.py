@@ -40,7 +40,8 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_t
 
     assert len(re.findall(r"password: \S{12,}", output)) == 4
     assert "cannot be loaded" in output and "built-in tiny model" in output
-    assert "Queued generation job #1: 72 answers from 2 variants." in output
+    assert "Created collection 'Demo background notes' with 36 documents; indexing queued." in output
+    assert "Queued generation job #1: 108 answers from 3 variants." in output
     assert "Queued generation job" not in manage("seed_demo", env=env)  # a second run adds nothing
 
     log = (tmp_path / "worker.log").open("wb")
@@ -51,10 +52,11 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_t
         worker.terminate()
         worker.wait(timeout=30)
         log.close()
-    assert status == ("succeeded", 72, 72, 36)
+    # Three variants (one retrieving from the indexed notes): three pairs per prompt.
+    assert status == ("succeeded", 108, 108, 108)
 
 
-def wait_for_generation(database: Path, worker: subprocess.Popen[bytes], timeout: float = 240) -> tuple:
+def wait_for_generation(database: Path, worker: subprocess.Popen[bytes], timeout: float = 420) -> tuple:
     deadline = time.monotonic() + timeout
     row = None
     while time.monotonic() < deadline:

@@ -1,15 +1,20 @@
-"""Batched, chat-templated answer generation for one model variant (a base model, optionally a PEFT adapter).
+"""Batched, chat-templated answer generation for model variants (a base model, optionally PEFT adapters).
 
 Prompts are grouped by token length into left-padded batches so little compute goes to padding; results come
-back in input order with exact token counts and the seed each batch was sampled with.
+back in input order with exact token counts, latency, and the seed each answer was sampled with. Every answer
+is sampled from its own random stream, so one answer regenerated alone from its stored seed and settings is the
+same text as it was in its batch. Variants that share a base model are generated with one loaded base carrying
+all their adapters (load_base_with_adapters, generate_for_variants), not one base copy per variant.
 
 Run:
 
     python -m training.generate --model var/models/tiny --prompts prompts.jsonl --out answers.jsonl \
-        [--adapter DIR] [--quantization 4bit] [--max-new-tokens 96] [--temperature 0.7] [--top-p 0.95] \
-        [--seed 0] [--batch-size 8]
+        [--adapter NAME=PATH ...] [--backend transformers|vllm] [--quantization 4bit] [--max-new-tokens 96] \
+        [--temperature 0.7] [--top-p 0.95] [--samples-per-prompt 1] [--seed 0] [--batch-size 8]
 
-`prompts.jsonl` has one {"id": ..., "prompt": ...} object a line; each output line is a GeneratedText as JSON.
+`prompts.jsonl` has one {"id": ..., "prompt": ...} object a line. Each `--adapter NAME=PATH` adds a variant
+answering every prompt with that PEFT adapter (`NAME=` alone: the plain base); without any, the base alone
+answers as variant "base". Each output line is a GeneratedText as JSON with its "variant".
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +46,8 @@ QUANTIZATIONS: tuple[str, ...] = ("none", "4bit", "8bit")
 
 MAX_NEW_TOKENS_LIMIT = 8192
 TEMPERATURE_LIMIT = 5.0
+# Seeds are stored with each answer in a signed 64-bit column.
+SEED_LIMIT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -83,24 +91,60 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One chat to answer; `key` comes back on its result."""
+    """One chat to answer; `key` comes back on its results. `messages` is the whole chat, including any context
+    the caller adds (retrieved passages, a system prompt). `seed`, when given, fixes the seed of the request's
+    first sample (the next samples take the following seeds): set it to a stored seed to reproduce an answer."""
 
     key: str
     messages: list[dict[str, str]]
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
 class GeneratedText:
     """One answer. Token counts exclude padding; completion_tokens includes the end-of-turn token when the
-    model produced one. latency_ms is the wall time of the whole batch the answer was generated in, and seed
-    the seed that batch was sampled with."""
+    model produced one. latency_ms is the wall time of the whole batch the answer was generated in. seed is the
+    answer's own seed: the request answered alone with that seed and the same settings gives the same text."""
 
     key: str
+    sample_index: int
     text: str
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int
     seed: int
+
+
+@dataclass(frozen=True)
+class PlannedAnswer:
+    """One answer to generate: which request, which of its samples, and the seed it is sampled with."""
+
+    request_index: int
+    sample_index: int
+    seed: int
+
+
+def plan_answers(
+    requests: Sequence[GenerationRequest], *, seed: int, samples_per_prompt: int = 1
+) -> list[PlannedAnswer]:
+    """Every answer to generate, request by request, sample by sample. A request without a seed of its own
+    takes `seed + its index × samples_per_prompt`, so the answers of one call all get different seeds."""
+    if not is_int(samples_per_prompt) or samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be an integer of at least 1, got {samples_per_prompt!r}")
+    check_seed("seed", seed)
+    planned = []
+    for index, request in enumerate(requests):
+        if request.seed is not None:
+            check_seed(f"seed of request {request.key!r}", request.seed)
+        first = request.seed if request.seed is not None else seed + index * samples_per_prompt
+        check_seed(f"seed of request {request.key!r}", first + samples_per_prompt - 1)
+        planned.extend(PlannedAnswer(index, sample, first + sample) for sample in range(samples_per_prompt))
+    return planned
+
+
+def check_seed(name: str, value: object) -> None:
+    if not is_int(value) or not 0 <= value <= SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
 
 
 def load_for_generation(
@@ -117,6 +161,19 @@ def load_for_generation(
     "4bit" is NF4 with double quantisation computing in bfloat16 on CUDA and float32 on CPU (as unquantised
     models do); "8bit" is LLM.int8(), which computes in float16.
     """
+    model, tokenizer = load_base(base_model, quantization=quantization, device=device)
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path)
+    model.eval()
+    return model, tokenizer
+
+
+def load_base(
+    base_model: str, *, quantization: Quantization = "none", device: str | None = None
+) -> tuple[CausalLM, PreTrainedTokenizerBase]:
+    """The base model and its tokenizer, loaded as load_for_generation describes, without any adapter."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -134,10 +191,6 @@ def load_for_generation(
         device_map=device,  # "cuda" means this process's GPU (LOCAL_RANK), "cpu" the CPU
         quantization_config=quantization_config(quantization, dtype),
     )
-    if adapter_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_path)
     model.eval()
     return model, tokenizer
 
@@ -158,6 +211,120 @@ def quantization_config(quantization: Quantization, dtype: torch.dtype) -> Any:
     return None
 
 
+@dataclass
+class MultiAdapterModel:
+    """One loaded base model carrying the PEFT adapters of several variants.
+
+    `adapter_names` maps each variant to the name its adapter was loaded under in `model`, or to None for a
+    variant that is the plain base. Variants with the same adapter path share one loaded copy of it.
+    """
+
+    model: CausalLM
+    tokenizer: PreTrainedTokenizerBase
+    adapter_names: dict[str, str | None]
+
+    @contextmanager
+    def activated(self, variant: str) -> Iterator[CausalLM]:
+        """The model with `variant`'s adapter active (all adapters off for the plain base) inside the block."""
+        if variant not in self.adapter_names:
+            known = ", ".join(self.adapter_names) or "none"
+            raise ValueError(f"no variant {variant!r} was loaded; loaded: {known}")
+        name = self.adapter_names[variant]
+        if name is not None:
+            self.model.set_adapter(name)
+            yield self.model
+            return
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():  # every adapter off for the block, back on after it
+                yield self.model
+        else:  # no variant has an adapter: nothing was wrapped
+            yield self.model
+
+
+def load_base_with_adapters(
+    base_model: str,
+    adapters: Mapping[str, str | None],
+    quantization: Quantization = "none",
+    *,
+    device: str | None = None,
+) -> MultiAdapterModel:
+    """Load `base_model` once (optionally quantised, as load_for_generation does) and every variant's PEFT
+    adapter onto it; `adapters` maps variant names to adapter paths, None (or "") meaning the plain base.
+
+    All adapters must have been trained on this base. Each is loaded once, however many variants use it.
+    """
+    if not adapters:
+        raise ValueError("adapters must name at least one variant (with None for the plain base)")
+    for variant in adapters:
+        if not isinstance(variant, str) or not variant:
+            raise ValueError(f"variant names must be non-empty strings, got {variant!r}")
+    model, tokenizer = load_base(base_model, quantization=quantization, device=device)
+    # PEFT keeps adapters in a ModuleDict, whose keys cannot hold dots: variant names are free text, so
+    # adapters get names of their own.
+    from peft import PeftModel
+
+    names: dict[str, str] = {}
+    for variant, path in adapters.items():
+        if not path or path in names:
+            continue
+        names[path] = f"adapter_{len(names)}"
+        try:
+            if isinstance(model, PeftModel):
+                model.load_adapter(path, adapter_name=names[path])
+            else:
+                model = PeftModel.from_pretrained(model, path, adapter_name=names[path])
+        except (OSError, ValueError) as error:
+            raise ValueError(f"variant {variant!r}: cannot load the adapter {path!r}: {error}") from error
+    model.eval()
+    return MultiAdapterModel(
+        model=model,
+        tokenizer=tokenizer,
+        adapter_names={variant: names[path] if path else None for variant, path in adapters.items()},
+    )
+
+
+def generate_for_variants(
+    model: MultiAdapterModel,
+    tokenizer: PreTrainedTokenizerBase,
+    requests_by_variant: Mapping[str, Sequence[GenerationRequest]],
+    settings_by_variant: Mapping[str, GenerationSettings],
+    *,
+    seed: int,
+    batch_size: int = 8,
+    samples_per_prompt: int = 1,
+) -> dict[str, list[GeneratedText]]:
+    """Answer each variant's requests with its own settings on the one loaded model, switching adapters
+    between variants; results by variant, each list in the order of its requests.
+
+    Each variant's answers are seeded as generate() seeds them, so they equal what generate() gives on a model
+    carrying that variant's adapter alone.
+    """
+    loaded = set(model.adapter_names)
+    unknown = [variant for variant in requests_by_variant if variant not in loaded]
+    if unknown:
+        raise ValueError(f"no adapter loaded for variant(s) {', '.join(map(repr, unknown))}; loaded: {sorted(loaded)}")
+    unset = [variant for variant in requests_by_variant if variant not in settings_by_variant]
+    if unset:
+        raise ValueError(f"no generation settings for variant(s) {', '.join(map(repr, unset))}")
+    for variant in requests_by_variant:  # refuse bad seeds before any variant is generated
+        plan_answers(requests_by_variant[variant], seed=seed, samples_per_prompt=samples_per_prompt)
+    results = {}
+    for variant, requests in requests_by_variant.items():
+        with model.activated(variant) as active:
+            results[variant] = generate(
+                active,
+                tokenizer,
+                requests,
+                settings_by_variant[variant],
+                seed=seed,
+                batch_size=batch_size,
+                samples_per_prompt=samples_per_prompt,
+            )
+    return results
+
+
 def generate(
     model: CausalLM,
     tokenizer: PreTrainedTokenizerBase,
@@ -166,35 +333,50 @@ def generate(
     *,
     seed: int,
     batch_size: int = 8,
+    samples_per_prompt: int = 1,
 ) -> list[GeneratedText]:
-    """Answer every request; results in the order of `requests`.
+    """Answer every request `samples_per_prompt` times; results in the order of `requests`, then of samples.
 
-    Requests are sorted by prompt length and cut into batches of `batch_size`; batch i is sampled after
-    seeding with `seed + i`, the seed recorded on its results.
+    Answers are sorted by prompt length and cut into batches of `batch_size`. Each answer is sampled with its
+    own seed (see plan_answers), independently of the other rows of its batch.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+    planned = plan_answers(requests, seed=seed, samples_per_prompt=samples_per_prompt)
     prompts = [chat_prompt_ids(tokenizer, request.messages) for request in requests]
-    # Similar lengths share a batch, so short prompts are not padded to the longest prompt of the whole set.
-    order = sorted(range(len(requests)), key=lambda index: len(prompts[index]))
-    results: list[GeneratedText | None] = [None] * len(requests)
-    for batch_index, start in enumerate(range(0, len(order), batch_size)):
-        members = order[start : start + batch_size]
-        batch_seed = seed + batch_index
+    lengths = [len(prompts[answer.request_index]) for answer in planned]
+    results: list[GeneratedText | None] = [None] * len(planned)
+    for batch in batches_by_length(lengths, batch_size):
+        members = [planned[index] for index in batch]
         completions, latency_ms = generate_batch(
-            model, tokenizer, [prompts[index] for index in members], settings, seed=batch_seed
+            model,
+            tokenizer,
+            [prompts[answer.request_index] for answer in members],
+            settings,
+            seeds=[answer.seed for answer in members],
         )
         texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-        for index, completion, text in zip(members, completions, texts, strict=True):
+        for index, answer, completion, text in zip(batch, members, completions, texts, strict=True):
             results[index] = GeneratedText(
-                key=requests[index].key,
+                key=requests[answer.request_index].key,
+                sample_index=answer.sample_index,
                 text=text.strip(),
-                prompt_tokens=len(prompts[index]),
+                prompt_tokens=len(prompts[answer.request_index]),
                 completion_tokens=len(completion),
                 latency_ms=latency_ms,
-                seed=batch_seed,
+                seed=answer.seed,
             )
     return [result for result in results if result is not None]
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices into `lengths` cut into batches of at most `batch_size`, shortest first.
+
+    Similar lengths share a batch, so short prompts are not padded to the longest prompt of the whole set. The
+    sort is stable: equal lengths (a request's samples) keep their order.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -211,16 +393,21 @@ def generate_batch(
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings,
     *,
-    seed: int,
+    seeds: Sequence[int],
 ) -> tuple[list[list[int]], int]:
-    """Generate for one batch of prompt ids; return each prompt's new tokens (cut after the first stop token)
-    and the batch's wall time in milliseconds."""
+    """Generate for one batch of prompt ids, row i sampled with seeds[i]; return each prompt's new tokens (cut
+    after the first stop token) and the batch's wall time in milliseconds."""
     import torch
+    from transformers import LogitsProcessorList
 
+    if len(seeds) != len(prompts):
+        raise ValueError(f"one seed per prompt is needed, got {len(seeds)} for {len(prompts)} prompts")
     pad_id = pad_token_id(tokenizer)
     stop_ids = stop_token_ids(model, tokenizer)
     input_ids, attention_mask = left_pad(prompts, pad_id, device=model.device)
-    torch.manual_seed(seed)
+    processors = LogitsProcessorList()
+    if not settings.greedy:
+        processors.append(RowSeededSampler(settings, seeds, prompt_width=input_ids.shape[1], device=model.device))
     started = time.perf_counter()
     with torch.inference_mode():
         output = model.generate(
@@ -229,24 +416,56 @@ def generate_batch(
             max_new_tokens=settings.max_new_tokens,
             pad_token_id=pad_id,
             eos_token_id=stop_ids or None,
-            **decoding_kwargs(settings),
+            # Sampling happens in RowSeededSampler, which leaves one finite score per row for argmax to pick.
+            do_sample=False,
+            # The model's own defaults would otherwise apply (Qwen2.5 ships a repetition penalty of 1.05).
+            repetition_penalty=1.0,
+            logits_processor=processors,
         )
     latency_ms = round((time.perf_counter() - started) * 1000)
     new_tokens = output[:, input_ids.shape[1] :].tolist()
     return [cut_after_stop(row, stop_ids) for row in new_tokens], latency_ms
 
 
-def decoding_kwargs(settings: GenerationSettings) -> dict[str, Any]:
-    """generate() arguments for the settings, overriding the model's sampling defaults."""
-    if settings.greedy:
-        return {"do_sample": False}
-    return {
-        "do_sample": True,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "top_k": 0,  # 0 disables top-k, which transformers would otherwise apply with k=50
-        "repetition_penalty": 1.0,
-    }
+class RowSeededSampler:
+    """Temperature and top-p sampling with one random stream per batch row, as a logits processor.
+
+    transformers samples every row of a batch from the one global generator, so a row's answer would depend on
+    which rows shared its batch and in what order. Here row i draws its uniforms from its own generator seeded
+    with seeds[i] (on the CPU, so a seed means the same on any device), and picks its token by inverse CDF over
+    the vocabulary in id order: an answer is the same in any batch, alone included, up to the last bits of the
+    logits, which padding may change (as it may change a greedy answer).
+    """
+
+    def __init__(
+        self, settings: GenerationSettings, seeds: Sequence[int], *, prompt_width: int, device: torch.device | str
+    ) -> None:
+        import torch
+
+        self.temperature = settings.temperature
+        self.top_p = settings.top_p
+        self.prompt_width = prompt_width
+        uniforms = [
+            torch.rand(settings.max_new_tokens, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            for seed in seeds
+        ]
+        self.uniforms = torch.stack(uniforms).to(device)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_width
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1).double()
+        if self.top_p < 1:
+            # Keep the most likely tokens until their mass reaches top_p, the token crossing it included.
+            ranked, ranks = probs.sort(dim=-1, descending=True, stable=True)
+            drop_ranked = ranked.cumsum(dim=-1) - ranked >= self.top_p
+            drop = torch.zeros_like(drop_ranked).scatter(-1, ranks, drop_ranked)
+            probs = probs.masked_fill(drop, 0.0)
+        cumulative = probs.cumsum(dim=-1)
+        target = self.uniforms[:, step : step + 1] * cumulative[:, -1:]
+        tokens = torch.searchsorted(cumulative, target, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, tokens, 0.0)
 
 
 def left_pad(
@@ -307,35 +526,82 @@ def read_prompts_jsonl(path: Path) -> list[GenerationRequest]:
     return requests
 
 
+def parse_adapter_options(values: Sequence[str]) -> dict[str, str | None]:
+    """Variants from `--adapter NAME=PATH` options (`NAME=`: the plain base); none given: the base as "base"."""
+    adapters: dict[str, str | None] = {}
+    for value in values:
+        name, equals, path = value.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"--adapter must be NAME=PATH (NAME= for the plain base), got {value!r}")
+        if name.strip() in adapters:
+            raise ValueError(f"--adapter names the variant {name.strip()!r} twice")
+        adapters[name.strip()] = path.strip() or None
+    return adapters or {"base": None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="base model: Hugging Face id or local directory")
     parser.add_argument("--prompts", required=True, type=Path, help='JSONL file of {"id", "prompt"} objects')
     parser.add_argument("--out", required=True, type=Path, help="JSONL file to write the answers to")
-    parser.add_argument("--adapter", help="PEFT adapter directory to load on top of the base model")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a variant answering with this PEFT adapter on the base (NAME= for the plain base); repeatable",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("transformers", "vllm"),
+        default="transformers",
+        help="vllm: vLLM with LoRA adapters, on a GPU machine where vLLM is installed",
+    )
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default="none")
     parser.add_argument("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens)
     parser.add_argument("--temperature", type=float, default=GenerationSettings.temperature)
     parser.add_argument("--top-p", type=float, default=GenerationSettings.top_p)
+    parser.add_argument("--samples-per-prompt", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch (transformers backend)")
     args = parser.parse_args(argv)
     try:
         settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_p)
+        adapters = parse_adapter_options(args.adapter)
         requests = read_prompts_jsonl(args.prompts)
+        plan_answers(requests, seed=args.seed, samples_per_prompt=args.samples_per_prompt)
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    model, tokenizer = load_for_generation(
-        args.model,
-        adapter_path=args.adapter,
-        quantization=args.quantization,
-    )
-    results = generate(model, tokenizer, requests, settings, seed=args.seed, batch_size=args.batch_size)
+    requests_by_variant = {variant: requests for variant in adapters}
+    settings_by_variant = {variant: settings for variant in adapters}
+    if args.backend == "vllm":
+        from training.vllm_backend import VLLMBackend, VLLMUnavailableError
+
+        try:
+            backend = VLLMBackend(args.model, adapters, quantization=args.quantization)
+        except (VLLMUnavailableError, ValueError) as error:
+            parser.error(str(error))
+        results = backend.generate_for_variants(
+            requests_by_variant, settings_by_variant, seed=args.seed, samples_per_prompt=args.samples_per_prompt
+        )
+    else:
+        loaded = load_base_with_adapters(args.model, adapters, args.quantization)
+        results = generate_for_variants(
+            loaded,
+            loaded.tokenizer,
+            requests_by_variant,
+            settings_by_variant,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            samples_per_prompt=args.samples_per_prompt,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as out:
-        for result in results:
-            out.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
-    print(f"wrote {len(results)} answers to {args.out}")
+        for variant, answers in results.items():
+            for answer in answers:
+                out.write(json.dumps({"variant": variant, **asdict(answer)}, ensure_ascii=False) + "\n")
+    count = sum(len(answers) for answers in results.values())
+    print(f"wrote {count} answers from {len(results)} variant(s) to {args.out}")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""The TrainerCallback through which a training run reports its logs and hears that it should stop."""
+"""The TrainerCallback through which a training run reports its logs and checkpoints and hears that it should
+stop."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,13 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 class MetricsRelay(TrainerCallback):
     """Writes each Trainer log dict, with "step" and "max_steps" added, to `metrics_path` (one JSON object a line)
-    and passes it to `on_log`; asks `should_stop` after every optimizer step and ends training when it answers True.
+    and passes it to `on_log`; asks `should_stop` after every optimizer step and ends training when it answers True;
+    calls `on_checkpoint(path, step)` once a checkpoint is completely written.
 
-    `logs` keeps the dicts in order; `stopped_early` is True when `should_stop` cut the run short.
+    A run that resumes from the checkpoint of step `resume_step` keeps the lines of `metrics_path` up to that step
+    (the steps after it are trained and logged again) and drops the summary line of the run it continues.
+    Otherwise the file starts empty. `logs` keeps this run's dicts in order; `stopped_early` is True when
+    `should_stop` cut the run short.
     """
 
     def __init__(
@@ -23,13 +29,20 @@ class MetricsRelay(TrainerCallback):
         *,
         on_log: Callable[[dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_checkpoint: Callable[[Path, int], None] | None = None,
+        resume_step: int | None = None,
     ) -> None:
         self.metrics_path = metrics_path
         self.on_log_callback = on_log
         self.should_stop = should_stop
+        self.on_checkpoint = on_checkpoint
         self.logs: list[dict[str, Any]] = []
         self.stopped_early = False
-        metrics_path.write_text("")  # a rerun into the same output_dir starts a fresh stream
+        kept = _step_lines(metrics_path, up_to=resume_step) if resume_step is not None else []
+        # Rewritten beside and renamed, so that a crash here cannot lose the lines being kept.
+        partial = metrics_path.with_name(f".{metrics_path.name}.partial")
+        partial.write_text("".join(kept), encoding="utf-8")
+        os.replace(partial, metrics_path)
 
     def on_log(
         self,
@@ -60,8 +73,36 @@ class MetricsRelay(TrainerCallback):
         if self.should_stop():
             self.stopped_early = True
             control.should_training_stop = True
+            # With checkpoints on, the step a stop ends at gets one too, so that nothing trained is lost.
+            control.should_save = control.should_save or args.save_strategy != "no"
+
+    def on_save(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        # The Trainer calls this after it wrote the checkpoint whole (trainer_state.json last) and rotated the old.
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
 
 
 def _json_ready(logs: Mapping[str, Any]) -> dict[str, Any]:
     # Trainer logs are floats and ints, but a tensor or numpy scalar may slip in; item() makes it plain.
     return {key: value.item() if hasattr(value, "item") else value for key, value in logs.items()}
+
+
+def _step_lines(metrics_path: Path, *, up_to: int) -> list[str]:
+    """The lines of step logs at or before step `up_to`; end-of-run summaries (train_runtime, ...) are left out."""
+    if not metrics_path.exists():
+        return []
+    kept = []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a process killed while writing it
+        if isinstance(entry, dict) and entry.get("step", up_to + 1) <= up_to and "train_runtime" not in entry:
+            kept.append(line + "\n")
+    return kept

@@ -1,3 +1,6 @@
+from collections.abc import Mapping
+from typing import Any
+
 from django import template
 from django.utils.safestring import SafeString
 
@@ -21,3 +24,9 @@ def pvalue(value: float | None) -> str:
     if value is None:
         return "–"
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+@register.filter
+def get_item(mapping: Mapping[str, Any], key: str) -> Any:
+    """mapping[key] for keys a template cannot spell (TRL's "rewards/chosen"); None when absent."""
+    return mapping.get(key) if isinstance(mapping, Mapping) else None

@@ -1,12 +1,21 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from scipy.stats import binomtest
 
 from evaluator import assignments, selectors, services
-from evaluator.models import Assignment, Candidate, Comparison, CriterionChoice, Judgement, Selection
+from evaluator.models import (
+    AnnotatorFlag,
+    Assignment,
+    Candidate,
+    Comparison,
+    CriterionChoice,
+    Judgement,
+    Selection,
+)
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -249,11 +258,44 @@ def _bulk_comparisons(campaign, count: int, *, gold: str | None = None) -> set[i
 
 
 @pytest.mark.parametrize(
-    ("url", "allowed"),
-    [("/rate/", {"annotator"}), ("/stats/", {"researcher", "admin"}), ("/manage/", {"admin"})],
+    ("method", "url", "allowed", "allowed_status"),
+    [
+        ("get", "/rate/", {"annotator"}, 200),
+        ("post", "/rate/{token}/", {"annotator"}, 400),  # an empty rating: the pair again, with errors
+        ("post", "/rate/{token}/skip/", {"annotator"}, 302),  # no reason: back to the pair, with the message
+        ("post", "/rate/{token}/flag/", {"annotator"}, 302),
+        ("get", "/stats/", {"researcher", "admin"}, 200),
+        ("get", "/manage/", {"admin"}, 200),
+        ("get", "/manage/campaigns/{campaign}/", {"admin"}, 200),
+        ("post", "/manage/campaigns/{campaign}/settings/", {"admin"}, 302),
+        ("get", "/manage/campaigns/{campaign}/quality/", {"admin"}, 200),
+        ("post", "/manage/campaigns/{campaign}/quality/{annotator}/flag/", {"admin"}, 302),  # no reason: refused
+        ("post", "/manage/campaigns/{campaign}/quality/{annotator}/unflag/", {"admin"}, 302),
+        ("get", "/manage/users/", {"admin"}, 200),
+        ("post", "/manage/users/new/", {"admin"}, 302),  # an empty form: back to the page, with the message
+        ("post", "/manage/users/{annotator}/roles/", {"admin"}, 302),  # no roles: refused
+        ("post", "/manage/users/{researcher}/deactivate/", {"admin"}, 302),  # the researcher was checked already
+        ("post", "/manage/users/{researcher}/reactivate/", {"admin"}, 302),
+    ],
 )
-def test_each_page_lets_in_only_its_roles(client, url, allowed, annotator, researcher, admin_user, outsider) -> None:
-    assert client.get(url).status_code == 302  # anonymous: to the login page
+def test_each_page_lets_in_only_its_roles(
+    client, method, url, allowed, allowed_status, annotator, researcher, admin_user, outsider
+) -> None:
+    campaign = factories.campaign()
+    task = factories.assignment(factories.comparison(campaign), annotator)
+    url = url.format(token=task.token, campaign=campaign.pk, annotator=annotator.pk, researcher=researcher.pk)
+    fetch = getattr(client, method)
+    anonymous = fetch(url)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/"), url
     for user, role in ((annotator, "annotator"), (researcher, "researcher"), (admin_user, "admin"), (outsider, None)):
         client.force_login(user)
-        assert client.get(url).status_code == (200 if role in allowed else 403), (url, role)
+        assert fetch(url).status_code == (allowed_status if role in allowed else 403), (url, role)
+    assert not Judgement.objects.exists() and not Assignment.objects.filter(skipped_at__isnull=False).exists()
+    assert not AnnotatorFlag.objects.exists() and get_user_model().objects.count() == 4
+    assert set(annotator.groups.values_list("name", flat=True)) == {"annotator"}
+
+
+def test_the_health_check_answers_anyone_with_ok_and_no_query(client, django_assert_num_queries) -> None:
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert (response.status_code, response.content, response["Content-Type"]) == (200, b"ok", "text/plain")

@@ -39,7 +39,7 @@ def test_an_htmx_submission_returns_the_next_pair_as_a_partial(client, annotator
     assert str(second.token) in html and str(first.token) not in html
     assert second.comparison.candidate_a.text in html and second.comparison.candidate_b.text in html
     assert first.comparison.candidate_a.text not in html
-    assert "1 of your pairs rated · campaign 50% complete" in html
+    assert "1 rated · campaign 50% complete" in html
     assert Judgement.objects.get().assignment == first
 
 
@@ -85,7 +85,7 @@ def test_the_page_shows_progress_without_model_names(client, annotator) -> None:
     factories.judgement(factories.comparison(campaign, variants=(base, tuned)), annotator)
     client.force_login(annotator)
     html = client.get(reverse("rate")).content.decode()
-    assert "1 of your pairs rated · campaign 33% complete" in html
+    assert "1 rated · campaign 33% complete" in html
     assert "hidden-base-name" not in html and "hidden-tuned-name" not in html
 
 

@@ -181,16 +181,28 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
         f"/manage/campaigns/{campaign.pk}/",
         f"/manage/campaigns/{campaign.pk}/retrain/",
         {
+            "method": "dpo",
             "parent_variant": greedy.pk,
+            "criterion": "overall",
+            "exclude_flagged": "on",
+            "held_out_share": 0,  # the round uses every prompt
+            "sft_source": "chosen",
+            "load_in_4bit": "on",
+            "double_quant": "on",
             "beta": 0.1,
             "learning_rate": 1e-3,
             "num_train_epochs": 1,
             "max_steps": 2,
             "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
             "max_length": 128,
+            "optim": "paged_adamw_8bit",
+            "seed": 42,
+            "save_steps": 25,
             "lora_r": 8,
             "lora_alpha": 16,
             "lora_dropout": 0.0,
+            "target_modules": "all-linear",
         },
     )
     job = TrainingJob.objects.get()
@@ -202,6 +214,8 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
     assert job.dataset_size == decisive.count()
     assert any("loss" in log for log in job.metrics)
     assert child.lineage["dataset_sha256"] == job.dataset_hash
+    assert job.config["training"]["qlora"]["load_in_4bit"] is True
+    assert child.lineage["versions"]["bitsandbytes"]
 
     # 6. The new variant's answers are generated and paired with its parent's, ready for annotators.
     wait_for(finished(GenerationJob, training_job=job), "the new variant's generation job")

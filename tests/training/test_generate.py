@@ -1,4 +1,5 @@
-"""Batched generation: input order, exact token counts, left padding that changes nothing, recorded seeds."""
+"""Batched generation: input order, exact token counts, left padding that changes nothing, a reproducible seed
+per answer, and several adapters on one loaded base."""
 
 import json
 import subprocess
@@ -6,14 +7,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from training import vllm_backend
 from training.generate import (
     GeneratedText,
     GenerationRequest,
     GenerationSettings,
+    batches_by_length,
     chat_prompt_ids,
     generate,
+    generate_for_variants,
+    load_base_with_adapters,
+    load_for_generation,
+    plan_answers,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +53,11 @@ def requests_for(questions: list[str]) -> list[GenerationRequest]:
 
 
 GREEDY = GenerationSettings(max_new_tokens=48, temperature=0)
+
+
+def without_latency(results: list[GeneratedText]) -> list[tuple[object, ...]]:
+    """Everything an answer records except its wall time, which no two runs share."""
+    return [(r.key, r.sample_index, r.text, r.prompt_tokens, r.completion_tokens, r.seed) for r in results]
 
 
 def test_it_returns_results_in_input_order(tiny: tuple[PreTrainedModel, PreTrainedTokenizerBase]) -> None:
@@ -103,14 +117,54 @@ def test_only_the_new_tokens_are_decoded(tiny: tuple[PreTrainedModel, PreTrained
     assert result.text == result.text.strip()
 
 
-def test_each_batch_is_seeded_with_the_seed_plus_its_index(
+def test_each_answer_is_seeded_with_the_seed_plus_its_position(
     tiny: tuple[PreTrainedModel, PreTrainedTokenizerBase],
 ) -> None:
-    results = generate(*tiny, requests_for(QUESTIONS), GREEDY, seed=100, batch_size=3)
+    results = generate(*tiny, requests_for(QUESTIONS[:3]), GREEDY, seed=100, batch_size=2, samples_per_prompt=2)
 
-    # Seven prompts in batches of three: batches 0, 1 and 2.
-    assert sorted(result.seed for result in results) == [100, 100, 100, 101, 101, 101, 102]
+    assert [(r.key, r.sample_index, r.seed) for r in results] == [
+        ("q0", 0, 100), ("q0", 1, 101), ("q1", 0, 102), ("q1", 1, 103), ("q2", 0, 104), ("q2", 1, 105),
+    ]  # fmt: skip
     assert all(result.latency_ms >= 0 for result in results)
+
+
+def test_prompts_of_similar_length_share_a_batch_shortest_first() -> None:
+    lengths = [5, 50, 6, 49, 7, 48, 6]
+
+    batches = batches_by_length(lengths, 3)
+
+    assert batches == [[0, 2, 6], [4, 5, 3], [1]]
+    assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+
+
+def test_an_answer_regenerated_alone_from_its_stored_seed_is_the_same_text(
+    tiny: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+) -> None:
+    requests = requests_for(QUESTIONS)
+    hot = GenerationSettings(max_new_tokens=32, temperature=1.3, top_p=0.9)
+
+    results = generate(*tiny, requests, hot, seed=40, batch_size=4, samples_per_prompt=2)
+
+    assert len(results) == 2 * len(requests) and len({result.seed for result in results}) == len(results)
+    by_key = {request.key: request for request in requests}
+    for result in results:
+        stored = GenerationRequest(key=result.key, messages=by_key[result.key].messages, seed=result.seed)
+        [again] = generate(*tiny, [stored], hot, seed=0, batch_size=1)
+        assert (again.text, again.completion_tokens, again.seed) == (result.text, result.completion_tokens, result.seed)
+    # The two samples of a prompt are two different draws, not one answer twice.
+    samples = {key: [r.text for r in results if r.key == key] for key in by_key}
+    assert sum(first != second for first, second in samples.values()) >= len(requests) - 1
+
+
+def test_it_refuses_bad_seeds_and_sample_counts_naming_them() -> None:
+    request = GenerationRequest(key="q", messages=[{"role": "user", "content": "What is DPO?"}])
+
+    with pytest.raises(ValueError, match=r"seed must be an integer from 0 to 2\*\*63 - 1, got -1"):
+        plan_answers([request], seed=-1)
+    with pytest.raises(ValueError, match=r"seed of request 'q' must be an integer from 0 to 2\*\*63 - 1"):
+        plan_answers([request], seed=2**63 - 1, samples_per_prompt=2)
+    with pytest.raises(ValueError, match="samples_per_prompt must be an integer of at least 1, got 0"):
+        plan_answers([request], seed=0, samples_per_prompt=0)
 
 
 def test_sampling_with_the_same_seed_repeats_and_another_seed_differs(
@@ -184,5 +238,173 @@ def test_the_generate_command_writes_one_answer_per_prompt(tiny_model_dir: Path,
 
     assert completed.returncode == 0, completed.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [row["key"] for row in rows] == ["heritage-1", "2"]
+    assert [(row["variant"], row["key"]) for row in rows] == [("base", "heritage-1"), ("base", "2")]
     assert all(row["text"] and 0 < row["completion_tokens"] <= 16 for row in rows)
+
+
+def build_lora_adapter(base_dir: Path, out_dir: Path, *, seed: int) -> Path:
+    """A LoRA adapter with random non-zero B weights (PEFT starts B at zero, which would change nothing)."""
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    peft_model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        name: str(build_lora_adapter(tiny_model_dir, root / name, seed=seed)) for name, seed in [("a", 1), ("b", 2)]
+    }
+
+
+def test_one_base_with_several_adapters_answers_as_each_adapter_loaded_on_its_own_base(
+    tiny_model_dir: Path, adapters: dict[str, str]
+) -> None:
+    variants = {"tuned a": adapters["a"], "plain": None, "tuned.b": adapters["b"], "a again": adapters["a"]}
+    settings = {
+        "tuned a": GREEDY,
+        "plain": GenerationSettings(max_new_tokens=24, temperature=0),
+        "tuned.b": GenerationSettings(max_new_tokens=40, temperature=0),
+        "a again": GenerationSettings(max_new_tokens=12, temperature=0),
+    }
+    requests = requests_for(QUESTIONS[:5])
+
+    loaded = load_base_with_adapters(str(tiny_model_dir), variants, "none", device="cpu")
+    together = generate_for_variants(
+        loaded, loaded.tokenizer, dict.fromkeys(variants, requests), settings, seed=3, batch_size=3
+    )
+
+    assert len(loaded.model.peft_config) == 2  # "a again" reuses the adapter "tuned a" loaded
+    for variant, path in variants.items():
+        model, tokenizer = load_for_generation(str(tiny_model_dir), adapter_path=path, device="cpu")
+        alone = generate(model, tokenizer, requests, settings[variant], seed=3, batch_size=3)
+        assert without_latency(together[variant]) == without_latency(alone), variant
+    texts = {variant: [result.text for result in results] for variant, results in together.items()}
+    assert texts["tuned a"] != texts["plain"] != texts["tuned.b"] != texts["tuned a"]  # the adapters really differ
+    assert max(result.completion_tokens for result in together["a again"]) <= 12
+
+
+def test_sampled_answers_of_a_shared_base_are_reproduced_by_generate_on_that_adapter_alone(
+    tiny_model_dir: Path, adapters: dict[str, str]
+) -> None:
+    hot = GenerationSettings(max_new_tokens=24, temperature=1.2, top_p=0.95)
+    requests = requests_for(QUESTIONS[:4])
+    loaded = load_base_with_adapters(str(tiny_model_dir), {"a": adapters["a"], "b": adapters["b"]}, device="cpu")
+
+    together = generate_for_variants(
+        loaded, loaded.tokenizer, {"b": requests, "a": requests}, {"a": hot, "b": hot}, seed=11, samples_per_prompt=2
+    )
+
+    model, tokenizer = load_for_generation(str(tiny_model_dir), adapter_path=adapters["b"], device="cpu")
+    alone = generate(model, tokenizer, requests, hot, seed=11, samples_per_prompt=2)
+    assert without_latency(together["b"]) == without_latency(alone)
+    assert list(together) == ["b", "a"]
+    assert [r.text for r in together["a"]] != [r.text for r in together["b"]]
+
+
+def test_a_four_bit_base_carries_several_adapters(tiny_model_dir: Path, adapters: dict[str, str]) -> None:
+    loaded = load_base_with_adapters(
+        str(tiny_model_dir), {"a": adapters["a"], "b": adapters["b"]}, "4bit", device="cpu"
+    )
+
+    results = generate_for_variants(
+        loaded, loaded.tokenizer, {"a": requests_for(QUESTIONS[:2]), "b": requests_for(QUESTIONS[:2])},
+        {"a": GREEDY, "b": GREEDY}, seed=0,
+    )  # fmt: skip
+
+    assert "Linear4bit" in type(loaded.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__
+    assert all(result.text for answers in results.values() for result in answers)
+    assert [r.text for r in results["a"]] != [r.text for r in results["b"]]
+
+
+def test_it_refuses_variants_without_an_adapter_or_settings_before_generating_anything(
+    tiny_model_dir: Path, adapters: dict[str, str]
+) -> None:
+    loaded = load_base_with_adapters(str(tiny_model_dir), {"a": adapters["a"]}, device="cpu")
+    requests = requests_for(QUESTIONS[:1])
+
+    with pytest.raises(ValueError, match=r"no adapter loaded for variant\(s\) 'b'; loaded: \['a'\]"):
+        generate_for_variants(loaded, loaded.tokenizer, {"a": requests, "b": requests}, {"a": GREEDY}, seed=0)
+    with pytest.raises(ValueError, match=r"no generation settings for variant\(s\) 'a'"):
+        generate_for_variants(loaded, loaded.tokenizer, {"a": requests}, {}, seed=0)
+
+
+def test_it_names_the_variant_whose_adapter_cannot_be_loaded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-adapter"
+
+    with pytest.raises(ValueError, match=f"variant 'broken': cannot load the adapter '{missing}'"):
+        load_base_with_adapters(str(tiny_model_dir), {"plain": None, "broken": str(missing)}, device="cpu")
+    with pytest.raises(ValueError, match="adapters must name at least one variant"):
+        load_base_with_adapters(str(tiny_model_dir), {}, device="cpu")
+
+
+def test_the_generate_command_answers_as_every_adapter_given(
+    tiny_model_dir: Path, adapters: dict[str, str], tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "p1", "prompt": "What is oral history?"}\n')
+    out = tmp_path / "answers.jsonl"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "training.generate", "--model", str(tiny_model_dir), "--prompts", str(prompts),
+         "--out", str(out), "--adapter", f"tuned={adapters['a']}", "--adapter", "plain=", "--temperature", "1.0",
+         "--max-new-tokens", "12", "--samples-per-prompt", "2", "--seed", "5"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["variant"], row["key"], row["sample_index"], row["seed"]) for row in rows] == [
+        ("tuned", "p1", 0, 5), ("tuned", "p1", 1, 6), ("plain", "p1", 0, 5), ("plain", "p1", 1, 6),
+    ]  # fmt: skip
+
+
+def test_the_generate_command_refuses_an_adapter_option_without_a_name(tiny_model_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "p1", "prompt": "What is oral history?"}\n')
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "training.generate", "--model", str(tiny_model_dir), "--prompts", str(prompts),
+         "--out", str(tmp_path / "answers.jsonl"), "--adapter", "=/some/adapter"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 2
+    assert "--adapter must be NAME=PATH (NAME= for the plain base), got '=/some/adapter'" in completed.stderr
+    assert not (tmp_path / "answers.jsonl").exists()
+
+
+# vLLM needs a CUDA GPU and is not installed on the machines that run this suite, so no test here runs it: these
+# check only that choosing it there fails with a clear error saying how to install it.
+VLLM_INSTALLED = "vLLM is installed here; these tests are about machines without it"
+
+
+@pytest.mark.skipif(vllm_backend.available(), reason=VLLM_INSTALLED)
+def test_choosing_the_vllm_backend_without_vllm_says_how_to_install_it(tiny_model_dir: Path) -> None:
+    with pytest.raises(vllm_backend.VLLMUnavailableError, match="pip install vllm"):
+        vllm_backend.VLLMBackend(str(tiny_model_dir), {"base": None})
+
+
+@pytest.mark.skipif(vllm_backend.available(), reason=VLLM_INSTALLED)
+def test_the_generate_command_with_the_vllm_backend_and_no_vllm_fails_with_the_install_command(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "p1", "prompt": "What is oral history?"}\n')
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "training.generate", "--backend", "vllm", "--model", str(tiny_model_dir),
+         "--prompts", str(prompts), "--out", str(tmp_path / "answers.jsonl")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 2
+    assert "the vllm backend needs vLLM, which is not installed here: run `pip install vllm`" in completed.stderr
+    assert not vllm_backend.available()

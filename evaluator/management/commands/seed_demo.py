@@ -1,4 +1,5 @@
-"""Seed the demo: role accounts, a campaign of prompts, two variants and a queued generation job.
+"""Seed the demo: role accounts, a campaign of prompts, three variants (one with retrieval from a collection of
+background notes) and a queued generation job.
 
 `python manage.py seed_demo` — safe to run again: it resets the demo passwords and adds nothing twice.
 """
@@ -12,12 +13,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from evaluator import services
+from evaluator import retrieval, services
 from evaluator.accounts import account_create_or_reset
-from evaluator.models import Campaign, GenerationJob, ModelVariant
+from evaluator.models import Campaign, DocumentCollection, GenerationJob, ModelVariant
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.jsonl"
 DEMO_CAMPAIGN = "Heritage and PEFT questions"
+DEMO_COLLECTION = "Demo background notes"
 DEMO_ACCOUNTS = (
     ("demo-admin", "admin"),
     ("demo-researcher", "researcher"),
@@ -35,7 +37,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {role:<10} {username:<18} password: {password}")
         base_model = self._base_model()
         campaign = self._campaign()
-        variants = self._variants(base_model)
+        variants = [*self._variants(base_model), self._rag_variant(base_model, campaign)]
         if not GenerationJob.objects.filter(campaign=campaign).exists():
             job = services.generation_job_queue(campaign=campaign, variants=variants)
             self.stdout.write(f"Queued generation job #{job.pk}: {job.total} answers from {len(variants)} variants.")
@@ -85,6 +87,30 @@ class Command(BaseCommand):
             )
             variants.append(variant)
         return variants
+
+    def _rag_variant(self, base_model: str, campaign: Campaign) -> ModelVariant:
+        """The greedy variant with retrieval from a collection of the prompts' background notes."""
+        collection = DocumentCollection.objects.filter(name=DEMO_COLLECTION).first()
+        if collection is None:
+            collection = retrieval.collection_create(
+                name=DEMO_COLLECTION,
+                description="The background note of every demo prompt, one document each.",
+                embedding_model="all-MiniLM-L6-v2",
+                chunk_size=600,
+                chunk_overlap=80,
+            )
+            notes = [(f"{p.external_id}.txt", p.context.encode()) for p in campaign.prompts.exclude(context="")]
+            added = retrieval.documents_add(collection=collection, files=notes)
+            self.stdout.write(f"Created collection {collection.name!r} with {added} documents; indexing queued.")
+        short = Path(base_model).name if os.path.isdir(base_model) else base_model.split("/")[-1]
+        name = f"{short} · greedy + RAG"
+        return ModelVariant.objects.filter(name=name).first() or services.variant_create(
+            name=name,
+            base_model=base_model,
+            generation_settings={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 96},
+            collection=collection,
+            retrieval_top_k=2,
+        )
 
 
 def _model_unavailable(reference: str) -> str | None:

@@ -1,0 +1,144 @@
+"""Blind rating: no annotator-facing response names or numbers a model, variant, adapter, job or row.
+
+Every response an annotator can get (the page, the HTMX partials, submit, skip, flag, the done page and the
+error re-renders) is scanned, body, headers and cookies, for the variants' names, base model and adapter paths,
+and the primary keys of the variants, comparisons, candidates and training job.
+"""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from evaluator.models import Assignment, Comparison, ModelVariant, Prompt, TrainingJob
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+SECRET_TEXTS = [
+    "zephyr-secret-base",
+    "zephyr-secret-dpo-round-3",
+    "rag-secret-librarian",
+    "/models/zephyr-secret-7b",
+    "/adapters/secret-round-3",
+    "/adapters/secret-rag",
+]
+
+
+def _blind_campaign():
+    campaign = factories.campaign(overlap=1, allow_both_bad=True, show_reference=True, show_retrieved=True)
+    base = factories.variant(pk=910001, name="zephyr-secret-base", base_model="/models/zephyr-secret-7b")
+    job = TrainingJob.objects.create(pk=910101, campaign=campaign, parent_variant=base)
+    tuned = factories.variant(
+        pk=910002,
+        name="zephyr-secret-dpo-round-3",
+        base_model="/models/zephyr-secret-7b",
+        adapter_path="/adapters/secret-round-3",
+        parent=base,
+        training_job=job,
+    )
+    rag = factories.variant(
+        pk=910003,
+        name="rag-secret-librarian",
+        base_model="/models/zephyr-secret-7b",
+        adapter_path="/adapters/secret-rag",
+    )
+    rows = []
+    for number, (first, second) in enumerate([(base, tuned), (base, rag), (tuned, rag)]):
+        question = factories.prompt(
+            campaign, pk=950000 + number, reference=f"Reference {number}", context=f"Context {number}"
+        )
+        passages = [{"document": f"handbook-{number}.md", "chunk": 930000 + number, "text": "A passage.", "score": 0.5}]
+        candidate_a = factories.candidate(question, first, pk=920000 + 2 * number, text=f"Answer A{number}")
+        candidate_b = factories.candidate(
+            question, second, pk=920001 + 2 * number, text=f"Answer B{number}", retrieved=passages
+        )
+        rows.append(
+            Comparison.objects.create(
+                pk=940000 + number,
+                campaign=campaign,
+                prompt=question,
+                candidate_a=candidate_a,
+                candidate_b=candidate_b,
+                variant_a=first,
+                variant_b=second,
+            )
+        )
+    return campaign, rows
+
+
+def _secret_numbers() -> set[str]:
+    numbers = {str(pk) for pk in ModelVariant.objects.values_list("pk", flat=True)}
+    numbers |= {str(pk) for pk in TrainingJob.objects.values_list("pk", flat=True)}
+    for row in Comparison.objects.all():
+        numbers |= {str(row.pk), str(row.candidate_a_id), str(row.candidate_b_id)}
+    numbers |= {str(pk) for pk in Prompt.objects.values_list("pk", flat=True)}
+    numbers |= {str(930000 + number) for number in range(3)}  # the passages' chunk numbers
+    return numbers
+
+
+def _assert_blind(response, client, what: str) -> None:
+    body = response.content.decode()
+    headers = "\n".join(f"{name}: {value}" for name, value in response.items())
+    cookies = "\n".join(f"{morsel.key}={morsel.value}" for morsel in client.cookies.values())
+    numbers = _secret_numbers()
+    for where, text in (("body", body), ("headers", headers), ("cookies", cookies)):
+        for secret in SECRET_TEXTS:
+            assert secret not in text, f"{what}: {where} shows {secret!r}"
+        for number in re.findall(r"(?<![\w.-])\d{6}(?![\w.-])", text):
+            assert number not in numbers, f"{what}: {where} shows the row number {number}"
+    for value in re.findall(r'[\w:-]+="([^"]*)"', body):
+        assert not set(re.findall(r"\d+", value)) & numbers, f"{what}: an attribute carries a row number: {value}"
+
+
+def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator) -> None:
+    campaign, _ = _blind_campaign()
+    client.force_login(annotator)
+    rate = reverse("rate")
+    seen = 0
+
+    def check(response, what: str, status: int) -> None:
+        nonlocal seen
+        assert response.status_code == status, (what, response.status_code)
+        _assert_blind(response, client, what)
+        seen += 1
+
+    check(client.get(rate), "the rating page", 200)
+    check(client.get(rate, **HTMX), "the HTMX pair", 200)
+    first = Assignment.objects.get()
+    assert "Answer A" in client.get(rate).content.decode() and "handbook-" in client.get(rate).content.decode()
+
+    incomplete = {"overall": "left"}
+    check(client.post(reverse("rate_submit", args=[first.token]), incomplete), "the error re-render", 400)
+    check(client.post(reverse("rate_submit", args=[first.token]), incomplete, **HTMX), "the HTMX error", 400)
+    flag = {"side": "right", "reason": "identity", "note": "says which model it is"}
+    check(client.post(reverse("rate_flag", args=[first.token]), flag, **HTMX), "the HTMX flag", 200)
+    check(client.post(reverse("rate_flag", args=[first.token]), {**flag, "reason": "unsafe"}), "a plain flag", 302)
+    check(client.post(reverse("rate_flag", args=[first.token]), {"side": "up"}, **HTMX), "a refused flag", 400)
+
+    choices = dict.fromkeys(campaign.criterion_slugs, "both_bad")
+    check(client.post(reverse("rate_submit", args=[first.token]), choices, **HTMX), "the HTMX submit", 200)
+    second = Assignment.objects.exclude(pk=first.pk).get()
+    check(client.post(reverse("rate_skip", args=[second.token]), {"reason": ""}, **HTMX), "a refused skip", 400)
+    check(client.post(reverse("rate_skip", args=[second.token]), {"reason": "unsure"}, **HTMX), "the HTMX skip", 200)
+    third = Assignment.objects.exclude(pk__in=[first.pk, second.pk]).get()
+    check(client.post(reverse("rate_skip", args=[third.token]), {"reason": ""}), "a refused plain skip", 302)
+    check(client.post(reverse("rate_submit", args=[third.token]), choices), "a plain submit", 302)
+    check(client.get(rate), "the done page", 200)
+    check(client.get(rate, **HTMX), "the HTMX done partial", 200)
+    assert "Nothing to rate right now" in client.get(rate).content.decode()
+    assert seen == 14
+
+
+def test_the_blind_check_itself_catches_a_leak(client, annotator) -> None:
+    # Guard against a scan that passes vacuously: a response that does name a variant and a row must fail it.
+    _blind_campaign()
+    client.force_login(annotator)
+    response = client.get(reverse("rate"))
+    response.content = response.content.replace(b"</main>", b'<i data-x="910002">zephyr-secret-base</i></main>')
+    with pytest.raises(AssertionError, match="zephyr-secret-base"):
+        _assert_blind(response, client, "a leaking page")
+    response.content = response.content.replace(b"zephyr-secret-base", b"")
+    with pytest.raises(AssertionError, match="910002"):
+        _assert_blind(response, client, "a leaking page")

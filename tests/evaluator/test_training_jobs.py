@@ -1,0 +1,222 @@
+"""The retrain job's life in the database: queue, claim, take-over of a lost job, cancel, resume, exactly one variant.
+
+The training itself runs in tests/workers/test_retrain_jobs.py; these tests drive the services a task calls.
+"""
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from evaluator import jobs, services
+from evaluator.models import GenerationJob, JobStatus, ModelVariant, TrainingJob
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+TRAINING = {"beta": 0.1, "max_steps": 4, "save_steps": 2, "qlora": {"lora_r": 4, "lora_alpha": 8}}
+
+
+@pytest.fixture
+def rated_campaign(annotator):
+    campaign = factories.campaign(name="Rated")
+    parent, other = factories.variant(name="base"), factories.variant(name="other")
+    for _ in range(3):
+        factories.judgement(factories.comparison(campaign, variants=(parent, other)), annotator, "a")
+    return campaign, parent
+
+
+def queued_job(campaign, parent, **fields) -> TrainingJob:
+    job = services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+    if fields:
+        TrainingJob.objects.filter(pk=job.pk).update(**fields)
+        job.refresh_from_db()
+    return job
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_queueing_stores_the_settings_rules_and_sources(rated_campaign, admin_user) -> None:
+    campaign, parent = rated_campaign
+    other = factories.campaign(name="Other source")
+    job = services.training_job_queue(
+        campaign=campaign,
+        parent_variant=parent,
+        training=TRAINING,
+        selection={"criterion": "overall", "min_agreement": 0.6},
+        source_campaigns=[campaign, other],
+        held_out_prompts=[campaign.prompts.first().external_id],
+        created_by=admin_user,
+    )
+    assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.max_attempts == jobs.DEFAULT_MAX_ATTEMPTS
+    assert job.config["training"] == TRAINING
+    assert job.config["selection"] == {"criterion": "overall", "min_agreement": 0.6}
+    assert job.config["held_out_prompts"] == [campaign.prompts.first().external_id]
+    assert set(job.source_campaigns.all()) == {campaign, other}
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"beta": -1}, "beta"),
+        ({"learning_rate": 2.0}, "learning_rate"),
+        ({"qlora": {"lora_r": 0}}, "lora_r"),
+        ({"optim": "magic"}, "optim"),
+        ({"epochs": 3}, "epochs"),
+    ],
+)
+def test_bad_training_settings_are_refused_by_name_and_nothing_is_stored(rated_campaign, training, message) -> None:
+    campaign, parent = rated_campaign
+    with pytest.raises(services.ServiceError, match=message):
+        services.training_job_queue(campaign=campaign, parent_variant=parent, training=training)
+    assert not TrainingJob.objects.exists()
+
+
+def test_held_out_prompts_must_belong_to_the_campaign(rated_campaign) -> None:
+    campaign, parent = rated_campaign
+    with pytest.raises(services.ServiceError, match="not-a-prompt"):
+        services.training_job_queue(
+            campaign=campaign, parent_variant=parent, training=TRAINING, held_out_prompts=["not-a-prompt"]
+        )
+    assert not TrainingJob.objects.exists()
+
+
+def test_a_campaign_without_decisive_preferences_cannot_be_trained_on(annotator) -> None:
+    campaign = factories.campaign()
+    parent = factories.variant()
+    factories.judgement(factories.comparison(campaign, variants=(parent, factories.variant())), annotator, "tie")
+    with pytest.raises(services.ServiceError, match="No decisive overall preferences"):
+        services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+
+
+def test_the_held_out_draw_is_reproducible_and_leaves_prompts_to_train_on() -> None:
+    campaign = factories.campaign()
+    for _ in range(10):
+        factories.prompt(campaign)
+    first = jobs.held_out_prompts_draw(campaign=campaign, share=0.2, seed=7)
+    assert first == jobs.held_out_prompts_draw(campaign=campaign, share=0.2, seed=7)
+    assert len(first) == 2
+    assert len(jobs.held_out_prompts_draw(campaign=campaign, share=0.9, seed=7)) == 9
+    assert jobs.held_out_prompts_draw(campaign=campaign, share=0.0, seed=7) == []
+
+
+def test_a_start_claims_a_queued_job_once(rated_campaign) -> None:
+    job = queued_job(*rated_campaign)
+    started = jobs.training_job_start(job_id=job.pk)
+    assert started is not None and started.status == JobStatus.RUNNING and started.attempts == 1
+    assert started.worker == jobs.worker_identity()
+    # A second delivery while this process (alive) holds the job gets nothing.
+    assert jobs.training_job_start(job_id=job.pk) is None
+    assert TrainingJob.objects.get(pk=job.pk).attempts == 1
+
+
+def test_a_running_job_whose_worker_process_died_is_taken_over_as_a_new_attempt(rated_campaign) -> None:
+    host = jobs.worker_identity().rpartition(":")[0]
+    job = queued_job(
+        *rated_campaign,
+        status=JobStatus.RUNNING,
+        attempts=1,
+        worker=f"{host}:{dead_pid()}",
+        heartbeat_at=timezone.now(),
+    )
+    started = jobs.training_job_start(job_id=job.pk)
+    assert started is not None and started.attempts == 2 and started.worker == jobs.worker_identity()
+
+
+def test_a_job_held_on_another_host_is_taken_over_only_once_its_heartbeat_is_stale(rated_campaign, settings) -> None:
+    settings.PREFLOOP_JOB_STALE_SECONDS = 600
+    now = timezone.now()
+    job = queued_job(*rated_campaign, status=JobStatus.RUNNING, attempts=1, worker="elsewhere:123", heartbeat_at=now)
+    assert jobs.training_job_start(job_id=job.pk, now=now + timedelta(seconds=30)) is None
+    assert jobs.training_job_start(job_id=job.pk, now=now + timedelta(seconds=601)) is not None
+
+
+def test_a_job_out_of_attempts_fails_instead_of_starting(rated_campaign) -> None:
+    host = jobs.worker_identity().rpartition(":")[0]
+    job = queued_job(*rated_campaign, status=JobStatus.RUNNING, attempts=3, worker=f"{host}:{dead_pid()}")
+    assert jobs.training_job_start(job_id=job.pk) is None
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "3 attempts" in job.error and job.finished_at is not None
+
+
+def test_the_reaper_requeues_a_stale_job_of_a_lost_worker_and_leaves_live_ones(rated_campaign, settings) -> None:
+    settings.PREFLOOP_JOB_STALE_SECONDS = 60
+    campaign, parent = rated_campaign
+    old = timezone.now() - timedelta(minutes=5)
+    lost = queued_job(campaign, parent, status=JobStatus.RUNNING, attempts=1, worker="gone:1", heartbeat_at=old)
+    alive = queued_job(
+        campaign, parent, status=JobStatus.RUNNING, attempts=1, worker=jobs.worker_identity(), heartbeat_at=old
+    )
+    fresh = queued_job(
+        campaign, parent, status=JobStatus.RUNNING, attempts=1, worker="gone:2", heartbeat_at=timezone.now()
+    )
+    assert services.training_jobs_reap() == [lost.pk]
+    assert TrainingJob.objects.get(pk=lost.pk).status == JobStatus.QUEUED
+    assert TrainingJob.objects.get(pk=alive.pk).status == JobStatus.RUNNING
+    assert TrainingJob.objects.get(pk=fresh.pk).status == JobStatus.RUNNING
+
+
+def test_cancelling_a_queued_job_ends_it_at_once(rated_campaign) -> None:
+    job = services.training_job_cancel(job=queued_job(*rated_campaign))
+    assert job.status == JobStatus.CANCELLED and job.finished_at is not None
+    assert jobs.training_job_start(job_id=job.pk) is None
+
+
+def test_cancelling_a_running_job_raises_the_flag_its_training_loop_checks(rated_campaign) -> None:
+    job = queued_job(*rated_campaign)
+    jobs.training_job_start(job_id=job.pk)
+    assert jobs.training_job_beat(job_id=job.pk) is False
+    services.training_job_cancel(job=job)
+    assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
+    assert jobs.training_job_beat(job_id=job.pk) is True
+    jobs.training_job_cancelled(job_id=job.pk)
+    assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+    with pytest.raises(services.ServiceError, match="already ended"):
+        services.training_job_cancel(job=job)
+
+
+def test_a_cancelled_job_resumes_with_fresh_attempts_and_its_flag_cleared(rated_campaign) -> None:
+    job = queued_job(*rated_campaign)
+    jobs.training_job_start(job_id=job.pk)
+    services.training_job_cancel(job=job)
+    jobs.training_job_cancelled(job_id=job.pk)
+    resumed = services.training_job_resume(job=job)
+    assert resumed.status == JobStatus.QUEUED and not resumed.cancel_requested and resumed.finished_at is None
+    assert resumed.max_attempts == 1 + jobs.DEFAULT_MAX_ATTEMPTS
+    with pytest.raises(services.ServiceError, match="Only a failed or cancelled job"):
+        services.training_job_resume(job=resumed)
+
+
+def test_metrics_past_the_resumed_checkpoint_are_dropped(rated_campaign) -> None:
+    job = queued_job(*rated_campaign)
+    for step in (1, 2, 3):
+        jobs.training_job_progress(job_id=job.pk, log={"step": step, "loss": 0.7, "max_steps": 4})
+    jobs.training_job_resume_point(job=job, step=2)
+    job.refresh_from_db()
+    assert [log["step"] for log in job.metrics] == [1, 2] and job.progress_step == 2
+
+
+def test_success_registers_one_variant_and_queues_its_round_on_the_held_out_prompts(rated_campaign) -> None:
+    campaign, parent = rated_campaign
+    held_out = campaign.prompts.first()
+    job = services.training_job_queue(
+        campaign=campaign, parent_variant=parent, training=TRAINING, held_out_prompts=[held_out.external_id]
+    )
+    jobs.training_job_start(job_id=job.pk)
+    lineage = {"dataset_sha256": "abc"}
+    variant = jobs.training_job_succeed(job_id=job.pk, adapter_dir="/a", base_model="tiny", lineage=lineage)
+    assert variant is not None and variant.parent == parent and variant.training_job_id == job.pk
+    # A second delivery that also got to the end registers nothing more.
+    again = jobs.training_job_succeed(job_id=job.pk, adapter_dir="/b", base_model="tiny", lineage=lineage)
+    assert again is None
+    assert ModelVariant.objects.filter(training_job=job).count() == 1
+    round_job = GenerationJob.objects.get(training_job=job)
+    assert set(round_job.variants.all()) == {parent, variant}
+    assert list(round_job.prompts.all()) == [held_out] and round_job.total == 2
