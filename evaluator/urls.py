@@ -20,6 +20,7 @@ urlpatterns = [
     path("manage/campaigns/<int:campaign_id>/settings/", views.campaign_update, name="campaign_update"),
     path("manage/campaigns/<int:campaign_id>/prompts/", views.prompts_import, name="prompts_import"),
     path("manage/campaigns/<int:campaign_id>/generate/", views.generation_queue, name="generation_queue"),
+    path("manage/campaigns/<int:campaign_id>/generation/", views.generation_jobs_live, name="generation_jobs_live"),
     path("manage/campaigns/<int:campaign_id>/retrain/", training_views.training_queue, name="training_queue"),
     path("manage/jobs/<int:job_id>/", training_views.training_job_detail, name="training_job_detail"),
     path("manage/jobs/<int:job_id>/cancel/", training_views.training_job_cancel, name="training_job_cancel"),

@@ -20,7 +20,7 @@ from evaluator.forms import (
     StatisticsFilterForm,
     VariantForm,
 )
-from evaluator.models import AnswerFlag, Assignment, Campaign, Candidate, ModelVariant
+from evaluator.models import AnswerFlag, Assignment, Campaign, Candidate, JobStatus, ModelVariant
 from evaluator.prompt_files import PromptFileError
 from evaluator.reports import statistics_report
 from evaluator.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required, user_roles
@@ -283,6 +283,16 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "decisive_votes": selectors.decisive_vote_count(campaign=campaign),
     }
     return render(request, "manage/campaign.html", context)
+
+
+@require_GET
+@role_required(ADMIN)
+def generation_jobs_live(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The campaign's generation jobs with their progress, polled by the campaign page; 286 stops the polling."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    jobs = selectors.generation_jobs_recent(campaign=campaign)
+    running = any(job.status in (JobStatus.QUEUED, JobStatus.RUNNING) for job in jobs)
+    return render(request, "manage/_generation_jobs.html", {"generation_jobs": jobs}, status=200 if running else 286)
 
 
 @require_POST

@@ -13,8 +13,13 @@ from evaluator.models import (
     Candidate,
     Comparison,
     CriterionChoice,
+    Document,
+    DocumentCollection,
+    JobStatus,
     Judgement,
+    ModelExport,
     Selection,
+    TrainingJob,
 )
 from tests import factories
 
@@ -276,6 +281,17 @@ def _bulk_comparisons(campaign, count: int, *, gold: str | None = None) -> set[i
         ("post", "/manage/users/{annotator}/roles/", {"admin"}, 302),  # no roles: refused
         ("post", "/manage/users/{researcher}/deactivate/", {"admin"}, 302),  # the researcher was checked already
         ("post", "/manage/users/{researcher}/reactivate/", {"admin"}, 302),
+        ("get", "/manage/campaigns/{campaign}/generation/", {"admin"}, 286),  # nothing running: polling stops
+        ("post", "/manage/campaigns/{campaign}/retrain/", {"admin"}, 302),  # an empty form: refused
+        ("get", "/manage/jobs/{job}/", {"admin"}, 200),
+        ("post", "/manage/jobs/{job}/cancel/", {"admin"}, 302),  # the job has ended: refused
+        ("post", "/manage/jobs/{job}/resume/", {"admin"}, 302),  # it succeeded: refused
+        ("get", "/manage/variants/", {"admin"}, 200),
+        ("post", "/manage/variants/{variant}/export/", {"admin"}, 302),  # no adapter: refused
+        ("get", "/manage/collections/", {"admin"}, 200),
+        ("post", "/manage/collections/new/", {"admin"}, 302),  # an empty form: refused
+        ("get", "/manage/collections/{collection}/", {"admin"}, 200),
+        ("post", "/manage/collections/{collection}/documents/", {"admin"}, 302),  # no files: refused
     ],
 )
 def test_each_page_lets_in_only_its_roles(
@@ -283,7 +299,18 @@ def test_each_page_lets_in_only_its_roles(
 ) -> None:
     campaign = factories.campaign()
     task = factories.assignment(factories.comparison(campaign), annotator)
-    url = url.format(token=task.token, campaign=campaign.pk, annotator=annotator.pk, researcher=researcher.pk)
+    variant = task.comparison.variant_a
+    job = TrainingJob.objects.create(campaign=campaign, parent_variant=variant, status=JobStatus.SUCCEEDED)
+    collection = DocumentCollection.objects.create(name="Notes")
+    url = url.format(
+        token=task.token,
+        campaign=campaign.pk,
+        annotator=annotator.pk,
+        researcher=researcher.pk,
+        variant=variant.pk,
+        job=job.pk,
+        collection=collection.pk,
+    )
     fetch = getattr(client, method)
     anonymous = fetch(url)
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/"), url
@@ -293,6 +320,9 @@ def test_each_page_lets_in_only_its_roles(
     assert not Judgement.objects.exists() and not Assignment.objects.filter(skipped_at__isnull=False).exists()
     assert not AnnotatorFlag.objects.exists() and get_user_model().objects.count() == 4
     assert set(annotator.groups.values_list("name", flat=True)) == {"annotator"}
+    assert TrainingJob.objects.get().status == JobStatus.SUCCEEDED and TrainingJob.objects.count() == 1
+    assert not ModelExport.objects.exists() and not Document.objects.exists()
+    assert DocumentCollection.objects.count() == 1
 
 
 def test_the_health_check_answers_anyone_with_ok_and_no_query(client, django_assert_num_queries) -> None:

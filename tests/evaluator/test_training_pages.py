@@ -1,0 +1,187 @@
+"""The admin's model pages: queueing a retrain from the form, the job page and its live part, the family tree,
+exports and document collections."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from evaluator.models import Document, DocumentCollection, JobStatus, ModelExport, TrainingJob
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+RETRAIN = {
+    "method": "dpo",
+    "criterion": "overall",
+    "exclude_flagged": "on",
+    "held_out_share": 0.25,
+    "sft_source": "chosen",
+    "load_in_4bit": "on",
+    "double_quant": "on",
+    "beta": 0.1,
+    "learning_rate": 5e-5,
+    "num_train_epochs": 1,
+    "max_steps": -1,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "max_length": 512,
+    "optim": "paged_adamw_8bit",
+    "seed": 42,
+    "save_steps": 25,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "target_modules": "all-linear",
+}
+
+
+@pytest.fixture
+def rated(annotator):
+    campaign = factories.campaign(name="Rated")
+    parent, other = factories.variant(name="parent"), factories.variant(name="other")
+    for _ in range(4):
+        factories.judgement(factories.comparison(campaign, variants=(parent, other)), annotator, "a")
+    return campaign, parent
+
+
+def test_the_retrain_form_queues_a_job_with_its_held_out_share(client, admin_user, rated) -> None:
+    campaign, parent = rated
+    client.force_login(admin_user)
+    response = client.post(f"/manage/campaigns/{campaign.pk}/retrain/", {**RETRAIN, "parent_variant": parent.pk})
+    job = TrainingJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/manage/jobs/{job.pk}/"
+    assert len(job.config["held_out_prompts"]) == 1  # a quarter of four prompts
+    assert job.config["training"]["qlora"] == {
+        "load_in_4bit": True,
+        "double_quant": True,
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.05,
+        "target_modules": "all-linear",
+    }
+    assert job.config["selection"]["exclude_flagged"] is True and list(job.source_campaigns.all()) == [campaign]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lora_r": 0}, "LoRA r: Ensure this value is greater than or equal to 1."),
+        ({"learning_rate": "fast"}, "Learning rate: Enter a number."),
+        ({"max_steps": 0}, "Max steps: Use -1 to run all epochs"),
+        ({"method": "sft", "sft_source": "qa"}, "Q&amp;A file (JSONL): Choose the Q&amp;A file to train on."),
+        ({"held_out_ids": "nope"}, "Held-out prompts not in “Rated”: nope."),
+    ],
+)
+def test_a_bad_retrain_form_names_the_field_and_queues_nothing(client, admin_user, rated, change, message) -> None:
+    campaign, parent = rated
+    client.force_login(admin_user)
+    response = client.post(
+        f"/manage/campaigns/{campaign.pk}/retrain/", {**RETRAIN, "parent_variant": parent.pk, **change}, follow=True
+    )
+    assert message in response.content.decode()
+    assert not TrainingJob.objects.exists()
+
+
+def test_a_malformed_qa_file_is_refused_with_its_line(client, admin_user, rated, settings, tmp_path) -> None:
+    settings.ARTIFACTS_DIR = tmp_path
+    campaign, parent = rated
+    client.force_login(admin_user)
+    upload = SimpleUploadedFile("qa.jsonl", b'{"question": "Q?", "answer": "A."}\n{"question": "no answer"}\n')
+    data = {**RETRAIN, "parent_variant": parent.pk, "method": "sft", "sft_source": "qa", "qa_file": upload}
+    response = client.post(f"/manage/campaigns/{campaign.pk}/retrain/", data, follow=True)
+    assert "Q&amp;A file: line 2" in response.content.decode()
+    assert not TrainingJob.objects.exists() and not list((tmp_path / "qa-uploads").iterdir())
+
+
+def test_the_job_page_charts_the_metrics_and_stops_polling_once_the_job_ended(client, admin_user, rated) -> None:
+    campaign, parent = rated
+    metrics = [
+        {"step": step, "epoch": step / 4, "max_steps": 4, "loss": 0.7 - step / 10, "rewards/margins": step / 10}
+        for step in (1, 2, 3)
+    ]
+    job = TrainingJob.objects.create(
+        campaign=campaign,
+        parent_variant=parent,
+        status=JobStatus.RUNNING,
+        metrics=metrics,
+        progress_step=3,
+        progress_total=4,
+        attempts=1,
+        worker="host:1",
+    )
+    client.force_login(admin_user)
+    html = client.get(f"/manage/jobs/{job.pk}/").content.decode()
+    assert 'hx-trigger="every 3s"' in html and "step 3 of 4 (75%)" in html
+    assert "<polyline" in html and "■ loss" in html and "■ reward margin" in html
+    assert "Cancel job" in html
+
+    live = client.get(f"/manage/jobs/{job.pk}/", headers={"HX-Request": "true"})
+    assert live.status_code == 200 and "<html" not in live.content.decode()
+    TrainingJob.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
+    ended = client.get(f"/manage/jobs/{job.pk}/", headers={"HX-Request": "true"})
+    assert ended.status_code == 286  # htmx stops polling
+    assert "Resume from the newest checkpoint" in ended.content.decode()
+
+
+def test_the_family_tree_shows_each_round_against_its_parent(client, admin_user, annotator, second_annotator) -> None:
+    campaign = factories.campaign()
+    parent = factories.variant(name="base model")
+    job = TrainingJob.objects.create(campaign=campaign, parent_variant=parent, status=JobStatus.SUCCEEDED)
+    child = factories.variant(name="base model · DPO #1", parent=parent, training_job=job, adapter_path="/a")
+    for number in range(10):
+        comparison = factories.comparison(campaign, variants=(parent, child))
+        factories.judgement(comparison, annotator, "b")  # the child wins all ten
+        if number < 2:
+            factories.judgement(comparison, second_annotator, "tie")
+    client.force_login(admin_user)
+    response = client.get("/manage/variants/")
+    html = response.content.decode()
+    assert [row.variant for row in response.context["rows"]] == [parent, child]
+    assert [row.depth for row in response.context["rows"]] == [0, 1]
+    result = response.context["rows"][1].result
+    assert (result.wins, result.ties, result.losses) == (10, 2, 0)
+    assert result.win_rate == pytest.approx(11 / 12)
+    assert result.p_value == pytest.approx(2 / 2**10)
+    assert "10 / 2 / 0" in html and "92%" in html and "0.002" in html
+
+
+def test_the_family_tree_reads_in_a_fixed_number_of_queries(client, admin_user, django_assert_max_num_queries) -> None:
+    campaign = factories.campaign()
+    parent = factories.variant()
+    for number in range(5):
+        job = TrainingJob.objects.create(campaign=campaign, parent_variant=parent, status=JobStatus.SUCCEEDED)
+        parent = factories.variant(name=f"round {number}", parent=parent, training_job=job, adapter_path="/a")
+    client.force_login(admin_user)
+    with django_assert_max_num_queries(10):
+        assert client.get("/manage/variants/").status_code == 200
+
+
+def test_an_export_of_a_variant_without_an_adapter_is_refused(client, admin_user) -> None:
+    variant = factories.variant(name="plain")
+    client.force_login(admin_user)
+    response = client.post(f"/manage/variants/{variant.pk}/export/", {"kind": "merged"}, follow=True)
+    assert "“plain” has no adapter" in response.content.decode()
+    assert not ModelExport.objects.exists()
+
+
+def test_a_collection_upload_with_a_bad_file_names_it_and_adds_nothing(client, admin_user) -> None:
+    client.force_login(admin_user)
+    client.post(
+        "/manage/collections/new/",
+        {"name": "Notes", "embedding_model": "all-MiniLM-L6-v2", "chunk_size": 400, "chunk_overlap": 40},
+    )
+    collection = DocumentCollection.objects.get()
+    files = [SimpleUploadedFile("ok.md", b"# Fine\n\nText."), SimpleUploadedFile("bad.exe", b"MZ\x90\x00")]
+    response = client.post(f"/manage/collections/{collection.pk}/documents/", {"files": files}, follow=True)
+    assert "bad.exe" in response.content.decode() and "Nothing was added." in response.content.decode()
+    assert not Document.objects.exists()
+
+
+def test_a_collection_overlap_as_large_as_its_chunks_is_refused(client, admin_user) -> None:
+    client.force_login(admin_user)
+    response = client.post(
+        "/manage/collections/new/",
+        {"name": "Notes", "embedding_model": "all-MiniLM-L6-v2", "chunk_size": 100, "chunk_overlap": 100},
+        follow=True,
+    )
+    assert "Chunk overlap: Must be smaller than the chunk size." in response.content.decode()
+    assert not DocumentCollection.objects.exists()
