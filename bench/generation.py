@@ -13,7 +13,8 @@ training.generate, and reports the bytes of the models' parameters and buffers (
 much the process's resident memory grew. The adapters are LoRA (rank 16 on every projection) with random weights.
 `--shape qwen0.5b` measures on a random-weight model of Qwen2.5-0.5B's shape instead of the tiny model (config
 values typed in below, built offline under var/bench/; it carries the tiny model's tokenizer, since only memory is
-measured on it). On the CPU models load in float32: K copies of that shape take about 2 GB each.
+measured on it). The arms load on the CPU in float32, as CPU generation does: each copy of that shape takes
+about 2 GB.
 """
 
 import argparse
@@ -137,7 +138,7 @@ def memory_arm(arm: str, base: str, adapters: list[str]) -> dict:
     """Load one arm in this (fresh) process and measure it."""
     warm_up_code(base)
     gc.collect()
-    before, peak_before = rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = rss_bytes()
     if arm == "base":
         models = [load_for_generation(base, device="cpu")[0]]
     elif arm == "shared":
@@ -146,12 +147,10 @@ def memory_arm(arm: str, base: str, adapters: list[str]) -> dict:
     else:
         models = [load_for_generation(base, adapter_path=path, device="cpu")[0] for path in adapters]
     gc.collect()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "models": len(models),
         "parameter_and_buffer_bytes": sum(model_bytes(model) for model in models),
         "rss_growth_bytes": rss_bytes() - before,
-        "peak_rss_growth_bytes": peak - max(peak_before, before),
     }
 
 

@@ -234,6 +234,12 @@ class RetrainForm(forms.Form):
     max_length = forms.IntegerField(min_value=32, max_value=8192, initial=512)
     optim = forms.ChoiceField(choices=[(name, name) for name in OPTIMIZERS], initial="paged_adamw_8bit")
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=42)
+    report_to = forms.ChoiceField(
+        choices=[("none", "Job page only"), ("tensorboard", "TensorBoard"), ("mlflow", "MLflow")],
+        initial="none",
+        label="Also log to",
+        help_text="MLflow needs the mlflow package and MLFLOW_TRACKING_URI on the workers.",
+    )
     save_steps = forms.IntegerField(
         min_value=1, max_value=100_000, initial=25, label="Checkpoint every", help_text="Steps between checkpoints."
     )
@@ -287,6 +293,7 @@ class RetrainForm(forms.Form):
             "optim",
             "seed",
             "save_steps",
+            "report_to",
         ]
         if data["method"] == TrainingJob.Method.DPO:
             keys.insert(0, "beta")

@@ -35,7 +35,7 @@ def training_queue(request: HttpRequest, campaign_id: int) -> HttpResponse:
         campaign=campaign, share=data["held_out_share"], seed=data["seed"]
     )
     try:
-        qa_path = _qa_file_store(data["qa_file"].read()) if data["qa_file"] else ""
+        qa_path = _qa_file_store(data["qa_file"].name, data["qa_file"].read()) if data["qa_file"] else ""
         job = services.training_job_queue(
             campaign=campaign,
             parent_variant=data["parent_variant"],
@@ -55,7 +55,7 @@ def training_queue(request: HttpRequest, campaign_id: int) -> HttpResponse:
     return redirect("training_job_detail", job_id=job.pk)
 
 
-def _qa_file_store(data: bytes) -> str:
+def _qa_file_store(name: str, data: bytes) -> str:
     """Check an uploaded Q&A set and keep it in the shared artifacts folder, where every worker can read it."""
     from training.sft import sft_records_from_qa
 
@@ -67,7 +67,8 @@ def _qa_file_store(data: bytes) -> str:
         sft_records_from_qa(path)
     except ValueError as error:
         path.unlink()
-        raise ValueError(f"Q&A file: {error}") from None
+        # The message names the stored copy; the admin knows the file by its own name.
+        raise ValueError(f"Q&A file {str(error).replace(str(path), name)}") from None
     return str(path)
 
 

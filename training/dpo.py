@@ -47,6 +47,7 @@ from training.trainer_common import (
     latest_checkpoint,
     load_base_for_training,
     lora_config,
+    resuming_in_place,
     run_trainer,
     save_adapter,
     training_arguments,
@@ -134,7 +135,7 @@ def build_dpo_trainer(
     set_seed(config.seed)
     device = pick_device()
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    trainer = DPOTrainer(
+    trainer = resuming_in_place(DPOTrainer)(
         model=load_base_for_training(config, device),
         args=dpo_arguments(config, device),
         train_dataset=Dataset.from_list([dict(record) for record in records]),

@@ -18,8 +18,9 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import yaml
 
@@ -40,6 +41,11 @@ TRAINER_STATE = "trainer_state.json"
 LogCallback = Callable[[dict[str, Any]], None]
 StopCallback = Callable[[], bool]
 CheckpointCallback = Callable[[Path, int], None]
+TrainerT = TypeVar("TrainerT")
+
+
+# Where training logs may go besides the job's own metrics stream; each needs its package on the worker.
+REPORTERS = ("none", "tensorboard", "mlflow")
 
 
 @dataclass
@@ -93,6 +99,8 @@ class TrainingJobConfig:
     optim: str = "paged_adamw_8bit"
     save_steps: int = 0
     save_total_limit: int = 2
+    # "tensorboard" writes event files to output_dir/runs; "mlflow" logs to MLFLOW_TRACKING_URI (or ./mlruns).
+    report_to: str = "none"
     qlora: QLoRASettings = field(default_factory=QLoRASettings)
 
     def __post_init__(self) -> None:
@@ -113,6 +121,7 @@ class TrainingJobConfig:
         check_choice("optim", self.optim, OPTIMIZERS)
         check_int("save_steps", self.save_steps, minimum=0)
         check_int("save_total_limit", self.save_total_limit, minimum=1)
+        check_choice("report_to", self.report_to, REPORTERS)
         if not isinstance(self.qlora, QLoRASettings):
             raise ValueError(f"qlora must be QLoRASettings, got {type(self.qlora).__name__}")
 
@@ -216,9 +225,45 @@ def run_trainer(
     )
 
 
+class ResumeInPlace:
+    """A Trainer mixin: resuming loads the checkpoint's adapter weights into the adapter the trainer built, in its
+    dtype, so that a resumed run trains on exactly as an uninterrupted one would.
+
+    The Trainer resumes a PEFT model with peft's load_adapter, which upcasts the adapter to float32; TRL keeps a
+    QLoRA adapter in bfloat16 (as the QLoRA paper does), so without this the steps after a resume would train a
+    float32 adapter and end elsewhere.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        from peft import PeftModel, set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        target = model if model is not None else cast("Trainer", self).model
+        if not isinstance(target, PeftModel):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
+            return
+        adapter = target.active_adapter
+        device = next(target.parameters()).device
+        weights = load_peft_weights(resume_from_checkpoint, device=str(device))
+        # Copied into the existing parameters (their dtype kept), which the optimizer is about to be built on.
+        result = set_peft_model_state_dict(target, weights, adapter_name=adapter)
+        missing = [key for key in result.missing_keys if "lora_" in key and f".{adapter}." in key]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"the checkpoint {resume_from_checkpoint} does not fit this run's adapter: "
+                f"missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]}"
+            )
+
+
+@cache
+def resuming_in_place(trainer_class: type[TrainerT]) -> type[TrainerT]:
+    """`trainer_class` with ResumeInPlace mixed in."""
+    return cast("type[TrainerT]", type(trainer_class.__name__, (ResumeInPlace, trainer_class), {}))
+
+
 def training_arguments(config: TrainingJobConfig, device: str) -> dict[str, Any]:
-    """The TrainingArguments values DPO and SFT share: no reporting services, checkpoints only when asked,
-    bf16 only on CUDA."""
+    """The TrainingArguments values DPO and SFT share: reporting only when asked (report_to), checkpoints only
+    when asked, bf16 only on CUDA."""
     # The Trainer creates its output_dir up front; aim it at the checkpoints folder only when there will be any.
     trainer_dir = config.checkpoint_dir if config.save_steps else Path(config.output_dir)
     return {
@@ -236,7 +281,8 @@ def training_arguments(config: TrainingJobConfig, device: str) -> dict[str, Any]
         "use_cpu": device == "cpu",
         # TRL turns bf16 on by default; on a CPU it would emulate bfloat16 slowly and less exactly.
         "bf16": device.startswith("cuda"),
-        "report_to": "none",
+        "report_to": config.report_to,
+        "logging_dir": str(Path(config.output_dir) / "runs"),
         "save_strategy": "steps" if config.save_steps else "no",
         "save_steps": config.save_steps or 500,
         "save_total_limit": config.save_total_limit,
@@ -262,10 +308,8 @@ def load_base_for_training(config: TrainingJobConfig, device: str) -> PreTrained
             bnb_4bit_use_double_quant=qlora.double_quant,
             bnb_4bit_compute_dtype=dtype,
         )
-    # No device map on the CPU: with one, peft's load_adapter (the Trainer's resume) re-dispatches a model whose map
-    # names "cpu" through accelerate's offload hooks, and the resumed run no longer matches an uninterrupted one.
     model = AutoModelForCausalLM.from_pretrained(
-        config.base_model, dtype=dtype, device_map=None if device == "cpu" else device, quantization_config=quantization
+        config.base_model, dtype=dtype, device_map=device, quantization_config=quantization
     )
     if qlora.load_in_4bit:
         # Freezes the quantised weights, keeps norms in float32 and enables gradient checkpointing with input

@@ -199,6 +199,7 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
             "optim": "paged_adamw_8bit",
             "seed": 42,
             "save_steps": 25,
+            "report_to": "tensorboard",
             "lora_r": 8,
             "lora_alpha": 16,
             "lora_dropout": 0.0,
@@ -215,6 +216,7 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
     assert any("loss" in log for log in job.metrics)
     assert child.lineage["dataset_sha256"] == job.dataset_hash
     assert job.config["training"]["qlora"]["load_in_4bit"] is True
+    assert list((Path(child.adapter_path).parent / "runs").rglob("events.out.tfevents.*")), "no TensorBoard log"
     assert child.lineage["versions"]["bitsandbytes"]
 
     # 6. The new variant's answers are generated and paired with its parent's, ready for annotators.

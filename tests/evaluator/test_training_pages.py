@@ -27,6 +27,7 @@ RETRAIN = {
     "optim": "paged_adamw_8bit",
     "seed": 42,
     "save_steps": 25,
+    "report_to": "none",
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
@@ -88,7 +89,7 @@ def test_a_malformed_qa_file_is_refused_with_its_line(client, admin_user, rated,
     upload = SimpleUploadedFile("qa.jsonl", b'{"question": "Q?", "answer": "A."}\n{"question": "no answer"}\n')
     data = {**RETRAIN, "parent_variant": parent.pk, "method": "sft", "sft_source": "qa", "qa_file": upload}
     response = client.post(f"/manage/campaigns/{campaign.pk}/retrain/", data, follow=True)
-    assert "Q&amp;A file: line 2" in response.content.decode()
+    assert "Q&amp;A file qa.jsonl, line 2: missing key(s): answer" in response.content.decode()
     assert not TrainingJob.objects.exists() and not list((tmp_path / "qa-uploads").iterdir())
 
 

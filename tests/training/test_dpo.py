@@ -199,14 +199,71 @@ def test_a_run_stopped_after_step_4_and_resumed_from_its_checkpoint_ends_as_an_u
     assert [entry for entry in written if "train_runtime" in entry] == [logged[-1]]
     whole_losses = [entry["loss"] for entry in uninterrupted.metrics if "loss" in entry]
     assert [entry["loss"] for entry in written if "loss" in entry] == whole_losses
-    # The checkpoint restores the adapter, optimizer, scheduler and RNG states and the data order is skipped
-    # forward, so on CPU (float32 compute, 4-bit base) the resumed run repeats the uninterrupted one bit for bit.
+    # The checkpoint restores the adapter (in the bfloat16 TRL keeps a QLoRA adapter in: see ResumeInPlace),
+    # optimizer, scheduler and RNG states, and the data order is skipped forward: the resumed run repeats the
+    # uninterrupted one bit for bit.
     whole = load_file(uninterrupted.adapter_dir / "adapter_model.safetensors")
     joined = load_file(resumed.adapter_dir / "adapter_model.safetensors")
     assert whole.keys() == joined.keys()
     assert [name for name in whole if not torch.equal(whole[name], joined[name])] == []
     # save_total_limit 2: the oldest checkpoint went when the third was written.
-    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    kept = sorted(path.name for path in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert kept == ["checkpoint-4", "checkpoint-6"]
+
+
+def test_a_stop_between_checkpoints_still_leaves_a_complete_checkpoint_of_its_step_and_nothing_half_written(
+    tiny_model_dir: Path, preference_file: Path, tmp_path: Path
+) -> None:
+    checkpoints: list[int] = []
+
+    result = train_dpo(
+        job_config(tiny_model_dir, preference_file, tmp_path, max_steps=6, save_steps=2),
+        should_stop=stop_after(3),
+        on_checkpoint=lambda path, step: checkpoints.append(step),
+    )
+
+    assert result.stopped_early and result.steps == 3
+    assert checkpoints == [2, 3]
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "checkpoint-3"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter", "checkpoints", "metrics.jsonl"]
+
+
+def test_latest_checkpoint_skips_the_folders_a_killed_run_left_half_written(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    for step, state in [
+        (2, {"global_step": 2}),
+        (10, {"global_step": 10}),
+        (12, None),  # killed before trainer_state.json, which the Trainer writes last
+        (14, "cut short"),  # killed while writing it
+        (16, {"global_step": 15}),  # not this folder's state
+    ]:
+        folder = checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(
+                json.dumps(state)[:-3] if state == "cut short" else json.dumps(state)
+            )
+    (checkpoints / "checkpoint-last").mkdir()
+
+    assert latest_checkpoint(tmp_path) == checkpoints / "checkpoint-10"
+    assert latest_checkpoint(checkpoints) == checkpoints / "checkpoint-10"
+    assert latest_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_resuming_from_a_half_written_checkpoint_is_refused_before_anything_is_touched(
+    tiny_model_dir: Path, preference_file: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "checkpoints" / "checkpoint-4"
+    broken.mkdir(parents=True)
+    config = job_config(tiny_model_dir, preference_file, tmp_path / "run", max_steps=6, save_steps=2)
+
+    with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint-4: the checkpoint is incomplete"):
+        train_dpo(config, resume_from_checkpoint=broken)
+    with pytest.raises(ValueError, match="is not a checkpoint folder"):
+        train_dpo(config, resume_from_checkpoint=tmp_path)
+
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_command_trains_from_a_yaml_config_and_prints_the_adapter_dir(

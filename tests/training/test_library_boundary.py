@@ -18,7 +18,8 @@ def imported_after(statement: str) -> set[str]:
 
 def test_no_training_module_imports_django() -> None:
     modules = imported_after(
-        "import training.tiny, training.generate, training.dpo, training.preferences, training.metrics_relay"
+        "import training.tiny, training.generate, training.dpo, training.preferences, training.metrics_relay,"
+        " training.sft, training.export, training.trainer_common"
     )
 
     assert "transformers" in modules
@@ -27,7 +28,10 @@ def test_no_training_module_imports_django() -> None:
 
 def test_configs_and_preference_data_load_without_torch() -> None:
     # The web app validates generation settings and DPO configs and builds datasets; that must stay cheap.
-    modules = imported_after("import training.generate, training.dpo, training.preferences")
+    modules = imported_after(
+        "import training.generate, training.dpo, training.sft, training.export, training.trainer_common,"
+        " training.preferences"
+    )
 
     assert "torch" not in modules
     assert "transformers" not in modules

@@ -2,6 +2,7 @@
 the whole job, a cancel from the job page, and a worker process killed mid-training that resumes from its
 checkpoint and registers its variant once."""
 
+import hashlib
 import os
 import signal
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from evaluator import services
 from evaluator.models import Comparison, GenerationJob, JobStatus, ModelVariant, TrainingJob
@@ -33,6 +35,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300) -
             return
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def base_digest(model_dir: Path) -> str:
+    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
 
 
 def job_state(job_id: int) -> TrainingJob:
@@ -63,6 +69,7 @@ def test_a_qlora_dpo_job_trains_registers_its_variant_and_starts_its_round(
     celery_worker_process, rated_campaign
 ) -> None:
     campaign, parent = rated_campaign
+    base_before = base_digest(Path(parent.base_model))
     held_out = sorted(campaign.prompts.values_list("external_id", flat=True))[:2]
     job = services.training_job_queue(
         campaign=campaign,
@@ -78,7 +85,10 @@ def test_a_qlora_dpo_job_trains_registers_its_variant_and_starts_its_round(
     assert [log["step"] for log in job.metrics if "loss" in log] == [1, 2, 3]
     assert job.last_checkpoint.endswith("checkpoint-3")  # every 2 steps, and at the end
     child = ModelVariant.objects.get(training_job=job)
-    assert (Path(child.adapter_path) / "adapter_model.safetensors").is_file()
+    # LoRA's B matrices start at zero: training moved them; the base model's own files were never written.
+    weights = load_file(Path(child.adapter_path) / "adapter_model.safetensors")
+    assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
+    assert base_digest(Path(parent.base_model)) == base_before
     assert child.parent == parent and child.lineage["dataset_sha256"] == job.dataset_hash
     assert child.lineage["held_out_prompts"] == held_out
     log = (Path(child.adapter_path).parent / "job.log").read_text()
