@@ -99,7 +99,8 @@ class TrainingJobConfig:
     optim: str = "paged_adamw_8bit"
     save_steps: int = 0
     save_total_limit: int = 2
-    # "tensorboard" writes event files to output_dir/runs; "mlflow" logs to MLFLOW_TRACKING_URI (or ./mlruns).
+    # "tensorboard" writes event files under the Trainer's folder (runs/; TENSORBOARD_LOGGING_DIR elsewhere);
+    # "mlflow" logs to MLFLOW_TRACKING_URI (or ./mlruns).
     report_to: str = "none"
     qlora: QLoRASettings = field(default_factory=QLoRASettings)
 
@@ -282,7 +283,6 @@ def training_arguments(config: TrainingJobConfig, device: str) -> dict[str, Any]
         # TRL turns bf16 on by default; on a CPU it would emulate bfloat16 slowly and less exactly.
         "bf16": device.startswith("cuda"),
         "report_to": config.report_to,
-        "logging_dir": str(Path(config.output_dir) / "runs"),
         "save_strategy": "steps" if config.save_steps else "no",
         "save_steps": config.save_steps or 500,
         "save_total_limit": config.save_total_limit,

@@ -216,7 +216,7 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
     assert any("loss" in log for log in job.metrics)
     assert child.lineage["dataset_sha256"] == job.dataset_hash
     assert job.config["training"]["qlora"]["load_in_4bit"] is True
-    assert list((Path(child.adapter_path).parent / "runs").rglob("events.out.tfevents.*")), "no TensorBoard log"
+    assert list(Path(child.adapter_path).parent.rglob("events.out.tfevents.*")), "no TensorBoard log"
     assert child.lineage["versions"]["bitsandbytes"]
 
     # 6. The new variant's answers are generated and paired with its parent's, ready for annotators.
