@@ -111,7 +111,9 @@ class VariantForm(forms.Form):
         label="Retrieval collection",
         help_text="RAG: add passages from this collection to every prompt.",
     )
-    retrieval_top_k = forms.IntegerField(min_value=1, max_value=50, initial=3, label="Passages (top k)")
+    retrieval_top_k = forms.IntegerField(
+        min_value=1, max_value=50, initial=3, required=False, label="Passages (top k)", help_text="Empty: 3."
+    )
     retrieval_template = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         required=False,
@@ -170,9 +172,7 @@ class DocumentUploadForm(forms.Form):
         files = self.cleaned_data["files"]
         for upload in files:
             if upload.size > settings.PREFLOOP_MAX_UPLOAD_BYTES:
-                raise forms.ValidationError(
-                    f"{upload.name} is larger than {settings.PREFLOOP_MAX_UPLOAD_BYTES} bytes."
-                )
+                raise forms.ValidationError(f"{upload.name} is larger than {settings.PREFLOOP_MAX_UPLOAD_BYTES} bytes.")
         return files
 
 

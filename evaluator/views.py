@@ -1,6 +1,5 @@
 """Short views: permission-checked fetch → form → one service call → redirect or render."""
 
-
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -257,7 +256,7 @@ def variant_create(request: HttpRequest) -> HttpResponse:
             quantization=data["quantization"],
             generation_settings=form.generation_settings(),
             collection=data["collection"],
-            retrieval_top_k=data["retrieval_top_k"],
+            retrieval_top_k=data["retrieval_top_k"] or 3,
             retrieval_template=data["retrieval_template"],
         )
     except services.ServiceError as error:

@@ -44,10 +44,10 @@ from training.trainer_common import (
     StopCallback,
     TrainingJobConfig,
     TrainingResult,
+    build_lora_trainer,
     latest_checkpoint,
     load_base_for_training,
     lora_config,
-    resuming_in_place,
     run_trainer,
     save_adapter,
     training_arguments,
@@ -125,27 +125,11 @@ def build_dpo_trainer(
     config: DPOJobConfig, records: Sequence[Mapping[str, Any]], *, callbacks: Sequence[TrainerCallback] = ()
 ) -> DPOTrainer:
     """A ready-to-train DPOTrainer: the base model quantised and prepared, LoRA attached, seeds set."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import DPOTrainer
 
-    from training.device import pick_device
-
-    # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
-    set_seed(config.seed)
-    device = pick_device()
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    trainer = resuming_in_place(DPOTrainer)(
-        model=load_base_for_training(config, device),
-        args=dpo_arguments(config, device),
-        train_dataset=Dataset.from_list([dict(record) for record in records]),
-        processing_class=tokenizer,
-        peft_config=lora_config(config.qlora),
-        callbacks=list(callbacks),
+    return build_lora_trainer(
+        DPOTrainer, config, records, lambda device: dpo_arguments(config, device), callbacks=callbacks
     )
-    # With progress bars off the Trainer prints every log dict to stdout; the callbacks report them instead.
-    trainer.remove_callback(PrinterCallback)
-    return trainer
 
 
 def dpo_arguments(config: DPOJobConfig, device: str) -> DPOConfig:

@@ -42,10 +42,8 @@ from training.trainer_common import (
     StopCallback,
     TrainingJobConfig,
     TrainingResult,
+    build_lora_trainer,
     latest_checkpoint,
-    load_base_for_training,
-    lora_config,
-    resuming_in_place,
     run_trainer,
     training_arguments,
 )
@@ -116,28 +114,12 @@ def build_sft_trainer(
     config: SFTJobConfig, records: Sequence[Mapping[str, Any]], *, callbacks: Sequence[TrainerCallback] = ()
 ) -> SFTTrainer:
     """A ready-to-train SFTTrainer on {"messages": [...]} records: the base quantised and prepared, LoRA attached."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    from training.device import pick_device
-
-    # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
-    set_seed(config.seed)
-    device = pick_device()
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     rows = [_training_row(record, completion_only=config.completion_only_loss) for record in records]
-    trainer = resuming_in_place(SFTTrainer)(
-        model=load_base_for_training(config, device),
-        args=sft_arguments(config, device),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=lora_config(config.qlora),
-        callbacks=list(callbacks),
+    return build_lora_trainer(
+        SFTTrainer, config, rows, lambda device: sft_arguments(config, device), callbacks=callbacks
     )
-    # With progress bars off the Trainer prints every log dict to stdout; the callbacks report them instead.
-    trainer.remove_callback(PrinterCallback)
-    return trainer
 
 
 def sft_arguments(config: SFTJobConfig, device: str) -> SFTConfig:

@@ -256,6 +256,37 @@ class ResumeInPlace:
             )
 
 
+def build_lora_trainer(
+    trainer_class: type[TrainerT],
+    config: TrainingJobConfig,
+    rows: Sequence[Mapping[str, Any]],
+    arguments: Callable[[str], Any],
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainerT:
+    """A ready-to-train TRL trainer (DPO or SFT): seeds set, the base quantised and prepared, LoRA attached, the
+    rows as its dataset, `arguments(device)` as its config; resuming keeps the adapter's dtype (ResumeInPlace)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback, set_seed
+
+    from training.device import pick_device
+
+    # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
+    set_seed(config.seed)
+    device = pick_device()
+    trainer = resuming_in_place(trainer_class)(
+        model=load_base_for_training(config, device),
+        args=arguments(device),
+        train_dataset=Dataset.from_list([dict(row) for row in rows]),
+        processing_class=AutoTokenizer.from_pretrained(config.base_model),
+        peft_config=lora_config(config.qlora),
+        callbacks=list(callbacks),
+    )
+    # With progress bars off the Trainer prints every log dict to stdout; the callbacks report them instead.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 @cache
 def resuming_in_place(trainer_class: type[TrainerT]) -> type[TrainerT]:
     """`trainer_class` with ResumeInPlace mixed in."""

@@ -38,7 +38,7 @@ PROMPTS = [
     {"id": "p3", "prompt": "What does the beta of DPO control?"},
 ]
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-ANSWER = re.compile(r'<article class="answer card"[^>]*>.*?<div class="markdown scroll">(.*?)</div>', re.S)
+ANSWER = re.compile(r'<article class="answer card"[^>]*>.*?<div class="markdown scroll"[^>]*>(.*?)</div>', re.S)
 RATE_ACTION = re.compile(r'action="(/rate/[0-9a-f-]{36}/)"')
 
 
