@@ -4,7 +4,7 @@ import secrets
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AbstractUser, Group
+from django.contrib.auth.models import AbstractBaseUser, AbstractUser, Group, Permission
 from django.db import IntegrityError, transaction
 
 from evaluator.assignments import ServiceError
@@ -12,7 +12,12 @@ from evaluator.roles import ADMIN, ROLES
 
 
 def role_groups_ensure() -> dict[str, Group]:
-    return {role: Group.objects.get_or_create(name=role)[0] for role in ROLES}
+    """The three role groups. The admin group holds every permission on Prefloop's own models, so that admins
+    (staff, not superusers) can use the Django admin's pages for them: gold items, flags, rubrics. Users and
+    groups stay with superusers there: with those an admin could make himself one."""
+    groups = {role: Group.objects.get_or_create(name=role)[0] for role in ROLES}
+    groups[ADMIN].permissions.add(*Permission.objects.filter(content_type__app_label="evaluator"))
+    return groups
 
 
 @transaction.atomic

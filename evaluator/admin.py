@@ -1,13 +1,30 @@
 """Django admin for inspecting rows; day-to-day work happens on Prefloop's own pages."""
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from evaluator import models
+from evaluator.rubric import rubric_problems
+
+
+class CampaignAdminForm(forms.ModelForm):
+    """CampaignAdmin's form (the admin supplies the model and fields): the rubric's JSON is checked."""
+
+    def clean_criteria(self) -> Any:
+        # The raw JSON is the rating form's rubric: a criterion without a slug would fail every pair page.
+        criteria = self.cleaned_data["criteria"]
+        problems = rubric_problems(criteria)
+        if problems:
+            raise forms.ValidationError(problems)
+        return criteria
 
 
 @admin.register(models.Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignAdminForm
     list_display = ["name", "overlap", "created_at"]
     search_fields = ["name"]
 

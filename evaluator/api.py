@@ -39,6 +39,9 @@ class StatisticsQuery(serializers.Serializer[Any]):
     until = serializers.DateField(required=False)
     exclude_flagged = serializers.BooleanField(default=False)
     include_gold = serializers.BooleanField(default=False)
+    include_simulated = serializers.BooleanField(
+        default=False, help_text="Count the judgements of scripted annotators (bench/loop.py) too."
+    )
     n_boot = serializers.IntegerField(default=1000, min_value=100, max_value=10_000)
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +57,7 @@ class StatisticsQuery(serializers.Serializer[Any]):
             until=data.get("until"),
             exclude_flagged=data["exclude_flagged"],
             exclude_gold=not data["include_gold"],
+            include_simulated=data["include_simulated"],
         )
 
 

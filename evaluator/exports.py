@@ -59,6 +59,9 @@ RAW_COLUMNS = [
     "time_on_task_ms",
     "created_at",
     "is_gold",
+    "is_simulated",
+    "retrieved_a",
+    "retrieved_b",
 ]
 
 # Read per criterion choice; what repeats across the rows of a comparison (prompt, answers, names) is read
@@ -71,6 +74,7 @@ _READ = (
     "judgement__assignment__left_is_a",
     "judgement__annotator_id",
     "judgement__time_on_task_ms",
+    "judgement__simulated",
     "judgement__created_at",
 )
 _COMPARISON_READ = (
@@ -82,6 +86,8 @@ _COMPARISON_READ = (
     "candidate_a__text",
     "candidate_b__text",
     "gold_outcome",
+    "candidate_a__retrieved",
+    "candidate_b__retrieved",
 )
 
 _ISO_UTC = Func(
@@ -111,6 +117,9 @@ RAW_SCHEMA = pa.schema(
         ("time_on_task_ms", pa.int64()),
         ("created_at", _STRING),
         ("is_gold", pa.bool_()),
+        ("is_simulated", pa.bool_()),
+        ("retrieved_a", _STRING),
+        ("retrieved_b", _STRING),
     ]
 )
 
@@ -145,16 +154,18 @@ def raw_column_chunks(
 
 
 def _columns(campaign: Campaign, rows: list[tuple[Any, ...]], usernames: dict[int, str]) -> dict[str, list[Any]]:
-    judgement_ids, comparison_ids, criteria, outcomes, left_is_a, annotator_ids, times, created = (
+    judgement_ids, comparison_ids, criteria, outcomes, left_is_a, annotator_ids, times, simulated, created = (
         list(column) for column in zip(*rows, strict=True)
     )
+    # Passages are encoded once per comparison of the chunk, not once per criterion row.
     comparisons = {
-        row[0]: row[1:] for row in Comparison.objects.filter(pk__in=set(comparison_ids)).values_list(*_COMPARISON_READ)
+        row[0]: (*row[1:8], _passages_json(row[8]), _passages_json(row[9]))
+        for row in Comparison.objects.filter(pk__in=set(comparison_ids)).values_list(*_COMPARISON_READ)
     }
     unseen = set(annotator_ids) - usernames.keys()
     if unseen:
         usernames.update(get_user_model().objects.filter(pk__in=unseen).values_list("pk", "username"))
-    # (external id, prompt, variant a, variant b, response a, response b, gold outcome) per row.
+    # (external id, prompt, variant a, variant b, response a, response b, gold outcome, passages a, passages b).
     details = [comparisons[pk] for pk in comparison_ids]
     variants_a = [detail[2] for detail in details]
     variants_b = [detail[3] for detail in details]
@@ -179,7 +190,15 @@ def _columns(campaign: Campaign, rows: list[tuple[Any, ...]], usernames: dict[in
         "time_on_task_ms": times,
         "created_at": _iso_strings(created),
         "is_gold": [detail[6] is not None for detail in details],
+        "is_simulated": simulated,
+        "retrieved_a": [detail[7] for detail in details],
+        "retrieved_b": [detail[8] for detail in details],
     }
+
+
+def _passages_json(retrieved: Any) -> str:
+    """A candidate's retrieved passages as JSON text ("[]" for an answer without retrieval)."""
+    return json.dumps(retrieved if isinstance(retrieved, list) else [], ensure_ascii=False)
 
 
 def _iso_strings(values: list[datetime] | list[str]) -> list[str]:
@@ -288,7 +307,12 @@ def summary_json(*, campaign: Campaign, filters: VoteFilters | None = None, n_bo
     from evaluator import selectors
 
     report = selectors.campaign_statistics_json(campaign=campaign, filters=filters, n_boot=n_boot)
-    yield (json.dumps(report, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n").encode()
+    yield statistics_json_bytes(report)
+
+
+def statistics_json_bytes(report: dict[str, Any]) -> bytes:
+    """The statistics object as UTF-8 JSON and a newline, NaN as null: the export_stats file and a snapshot's."""
+    return (json.dumps(report, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n").encode()
 
 
 def summary_csv(

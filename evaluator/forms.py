@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import UploadedFile
 
 from evaluator.models import (
+    DEFAULT_CRITERIA,
     OVERALL,
     AnswerFlag,
     Campaign,
@@ -17,7 +18,9 @@ from evaluator.models import (
     Quantization,
     Selection,
     TrainingJob,
+    default_criteria,
 )
+from evaluator.rubric import MAX_CRITERIA, rubric_parse, rubric_text
 from evaluator.selectors import VoteFilters
 from training.dpo import OPTIMIZERS
 
@@ -51,6 +54,14 @@ class CampaignForm(forms.Form):
         max_length=20000,
         help_text="Markdown shown to annotators in a collapsible panel above every pair.",
     )
+    criteria = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6}),
+        required=False,
+        initial=rubric_text(DEFAULT_CRITERIA),
+        label="Rubric",
+        help_text=f"One criterion a line, “Name: one-line definition”, at most {MAX_CRITERIA}; the overall "
+        "preference is always asked too. Empty: these five defaults. Fixed once the campaign exists.",
+    )
     allow_both_bad = forms.BooleanField(
         required=False, label="Offer “both bad”", help_text="Stored as a tie, marked both bad."
     )
@@ -64,17 +75,30 @@ class CampaignForm(forms.Form):
     )
 
     def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
-        """`campaign`: the campaign being edited (its own name is no clash; the fields start from its values)."""
+        """`campaign`: the campaign being edited (its own name is no clash; the fields start from its values, and
+        the rubric is left out: judgements refer to its criteria)."""
         if campaign is not None:
-            kwargs.setdefault("initial", {name: getattr(campaign, name) for name in self.base_fields})
+            settings_ = [name for name in self.base_fields if name != "criteria"]
+            kwargs.setdefault("initial", {name: getattr(campaign, name) for name in settings_})
         super().__init__(*args, **kwargs)
         self.campaign = campaign
+        if campaign is not None:
+            del self.fields["criteria"]
 
     def clean_gold_rate(self) -> float:
         return self.cleaned_data["gold_rate"] or 0.0
 
     def clean_selection(self) -> str:
         return self.cleaned_data["selection"] or Selection.RANDOM
+
+    def clean_criteria(self) -> list[dict[str, str]]:
+        text = self.cleaned_data["criteria"]
+        if not text.strip():
+            return default_criteria()
+        criteria, problems = rubric_parse(text)
+        if problems:
+            raise forms.ValidationError(problems)
+        return criteria
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -105,6 +129,9 @@ class VariantForm(forms.Form):
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0 means greedy.")
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.95)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=96)
+    samples_per_prompt = forms.IntegerField(
+        min_value=1, max_value=8, initial=1, required=False, help_text="Answers to each prompt; empty: 1."
+    )
     collection = forms.ModelChoiceField(
         queryset=DocumentCollection.objects.all(),
         required=False,
@@ -127,7 +154,8 @@ class VariantForm(forms.Form):
         return name
 
     def generation_settings(self) -> dict[str, Any]:
-        return {key: self.cleaned_data[key] for key in ("temperature", "top_p", "max_new_tokens")}
+        settings_ = {key: self.cleaned_data[key] for key in ("temperature", "top_p", "max_new_tokens")}
+        return {**settings_, "samples_per_prompt": self.cleaned_data["samples_per_prompt"] or 1}
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -178,7 +206,9 @@ class DocumentUploadForm(forms.Form):
 
 class GenerationForm(forms.Form):
     variants = forms.ModelMultipleChoiceField(queryset=ModelVariant.objects.all(), widget=forms.CheckboxSelectMultiple)
-    samples_per_prompt = forms.IntegerField(min_value=1, max_value=8, initial=1)
+    samples_per_prompt = forms.IntegerField(
+        min_value=1, max_value=8, required=False, help_text="Empty: each variant's own samples per prompt."
+    )
 
     def clean_variants(self) -> Any:
         variants = self.cleaned_data["variants"]
@@ -321,11 +351,12 @@ class RatingForm(forms.Form):
         self.allow_both_bad = campaign.allow_both_bad
         sides = [*SIDE_CHOICES, BOTH_BAD_CHOICE] if campaign.allow_both_bad else SIDE_CHOICES
         for criterion in self.rubric:
+            # Criteria edited as raw JSON (the Django admin, older rows) may lack a label or definition.
             self.fields[criterion["slug"]] = forms.ChoiceField(
                 choices=sides,
                 widget=forms.RadioSelect,
-                label=criterion["label"],
-                help_text=criterion["definition"],
+                label=criterion.get("label") or criterion["slug"],
+                help_text=criterion.get("definition", ""),
             )
         self.order_fields([criterion["slug"] for criterion in self.rubric] + ["rationale"])
 
@@ -362,6 +393,7 @@ class StatisticsFilterForm(forms.Form):
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     exclude_flagged = forms.BooleanField(required=False, label="Exclude flagged annotators")
     include_gold = forms.BooleanField(required=False, label="Include gold items")
+    include_simulated = forms.BooleanField(required=False, label="Include simulated judgements")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -378,6 +410,7 @@ class StatisticsFilterForm(forms.Form):
             until=data.get("until"),
             exclude_flagged=bool(data.get("exclude_flagged")),
             exclude_gold=not data.get("include_gold"),
+            include_simulated=bool(data.get("include_simulated")),
         )
 
     def prompt_level(self) -> bool:

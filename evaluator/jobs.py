@@ -99,7 +99,8 @@ def training_job_queue(
     if sft_source == "qa" and not qa_path:
         raise ServiceError("SFT on a Q&A set needs the Q&A file.")
     sources = list(source_campaigns) or [campaign]
-    if sft_source != "qa" and not _has_decisive_votes(sources):
+    include_simulated = bool((selection or {}).get("include_simulated"))
+    if sft_source != "qa" and not _has_decisive_votes(sources, include_simulated=include_simulated):
         names = ", ".join(f"“{source.name}”" for source in sources)
         raise ServiceError(f"No decisive overall preferences in {names} yet: rate some pairs first.")
     config = {
@@ -123,12 +124,12 @@ def training_job_queue(
     return job
 
 
-def _has_decisive_votes(campaigns: Sequence[Campaign]) -> bool:
-    return (
-        CriterionChoice.objects.filter(judgement__comparison__campaign__in=campaigns, criterion=OVERALL)
-        .exclude(outcome=Outcome.TIE)
-        .exists()
-    )
+def _has_decisive_votes(campaigns: Sequence[Campaign], *, include_simulated: bool) -> bool:
+    # As the dataset's SelectionRules: a scripted annotator's votes count only when the selection asks for them.
+    choices = CriterionChoice.objects.filter(judgement__comparison__campaign__in=campaigns, criterion=OVERALL)
+    if not include_simulated:
+        choices = choices.filter(judgement__simulated=False)
+    return choices.exclude(outcome=Outcome.TIE).exists()
 
 
 def training_config_check(*, method: str, training: Mapping[str, Any]) -> None:
@@ -169,8 +170,10 @@ def training_job_start(*, job_id: int, now: datetime | None = None) -> TrainingJ
         job.attempts += 1
         job.worker = worker_identity()
         job.started_at = job.started_at or now
+        job.attempt_started_at, job.attempt_start_step = now, 0
         job.heartbeat_at = now
-        job.save(update_fields=["status", "attempts", "worker", "started_at", "heartbeat_at"])
+        fields = ["status", "attempts", "worker", "started_at", "attempt_started_at", "attempt_start_step"]
+        job.save(update_fields=[*fields, "heartbeat_at"])
     return TrainingJob.objects.select_related("parent_variant", "campaign").get(pk=job_id)
 
 
@@ -201,12 +204,13 @@ def training_job_checkpoint(*, job_id: int, path: str, step: int) -> None:
 
 
 def training_job_resume_point(*, job: TrainingJob, step: int) -> None:
-    """Forget the log lines past the checkpoint a job resumes from: those steps are trained again."""
+    """Forget the log lines past the checkpoint a job resumes from: those steps are trained again, and this
+    attempt's pace counts from the checkpoint."""
     with transaction.atomic():
         locked = TrainingJob.objects.select_for_update().only("metrics").get(pk=job.pk)
         locked.metrics = [log for log in locked.metrics if int(log.get("step", 0)) <= step]
-        locked.progress_step = step
-        locked.save(update_fields=["metrics", "progress_step"])
+        locked.progress_step = locked.attempt_start_step = step
+        locked.save(update_fields=["metrics", "progress_step", "attempt_start_step"])
 
 
 def training_job_cancel(*, job: TrainingJob) -> TrainingJob:

@@ -162,6 +162,9 @@ class TrainingJob(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The current attempt's start and the step it resumed from: the ETA runs at this attempt's pace.
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
+    attempt_start_step = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -427,7 +430,8 @@ class GenerationJob(models.Model):
     variants = models.ManyToManyField(ModelVariant, related_name="generation_jobs")
     # Empty: every prompt of the campaign. A retrain's round uses only its held-out prompts.
     prompts = models.ManyToManyField(Prompt, related_name="generation_jobs", blank=True)
-    samples_per_prompt = models.PositiveSmallIntegerField(default=1)
+    # Empty: each variant answers as many samples as its generation settings ask for; a number overrides that.
+    samples_per_prompt = models.PositiveSmallIntegerField(null=True, blank=True)
     training_job = models.ForeignKey(
         TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="generation_jobs"
     )
@@ -445,7 +449,10 @@ class GenerationJob(models.Model):
         ordering = ["-created_at"]
         constraints = [
             *_status_constraints("generationjob"),
-            models.CheckConstraint(condition=Q(samples_per_prompt__gte=1), name="generationjob_samples_positive"),
+            models.CheckConstraint(
+                condition=Q(samples_per_prompt__isnull=True) | Q(samples_per_prompt__gte=1),
+                name="generationjob_samples_positive",
+            ),
             models.CheckConstraint(condition=Q(done__lte=F("total")), name="generationjob_done_within_total"),
         ]
 
@@ -553,3 +560,58 @@ class ModelExport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} export of {self.variant_id}"
+
+
+class StatisticsSnapshot(models.Model):
+    """A campaign's statistics under a set of filters, computed once by a worker and kept so a result can be cited.
+
+    The JSON is the `export_stats` object plus a `snapshot` key (docs/formats.md), stored as the exact text that is
+    downloaded: a jsonb column would reorder its keys, and the SHA-256 a citation quotes would no longer match.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="statistics_snapshots")
+    # evaluator.selectors.VoteFilters.to_json(): the statistics page's filters when the snapshot was asked for.
+    filters = models.JSONField(default=dict)
+    prompt_level = models.BooleanField(default=False, help_text="Prompt-level majorities instead of every judgement.")
+    n_boot = models.PositiveIntegerField(default=1000)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    payload = models.TextField(blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            *_status_constraints("statisticssnapshot"),
+            models.CheckConstraint(
+                condition=Q(status=JobStatus.SUCCEEDED) & ~Q(payload="") & ~Q(sha256="")
+                | ~Q(status=JobStatus.SUCCEEDED) & Q(payload="", sha256=""),
+                name="statisticssnapshot_payload_when_succeeded",
+            ),
+            models.CheckConstraint(condition=Q(n_boot__lte=10_000), name="statisticssnapshot_n_boot_capped"),
+        ]
+
+    def __str__(self) -> str:
+        return f"statistics snapshot #{self.pk}"
+
+    @property
+    def filter_summary(self) -> str:
+        """The view and filters in words, for the list on the statistics page."""
+        filters = self.filters if isinstance(self.filters, dict) else {}
+        parts = ["prompt-level majority" if self.prompt_level else "every judgement"]
+        if filters.get("annotator_group"):
+            parts.append(f"group {filters['annotator_group']}")
+        if filters.get("since"):
+            parts.append(f"from {filters['since']}")
+        if filters.get("until"):
+            parts.append(f"until {filters['until']}")
+        if filters.get("exclude_flagged"):
+            parts.append("flagged annotators left out")
+        if not filters.get("exclude_gold", True):
+            parts.append("gold items included")
+        if filters.get("include_simulated"):
+            parts.append("simulated judgements included")
+        return " · ".join(parts)

@@ -20,9 +20,12 @@ from evaluator.views import form_errors
 @role_required(ADMIN)
 def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
+    rows = selectors.annotator_quality_rows(campaign=campaign)
     context = {
         "campaign": campaign,
-        "rows": selectors.annotator_quality_rows(campaign=campaign),
+        # Scripted accounts get a list of their own: there is nobody to warn or flag.
+        "rows": [row for row in rows if not row["scripted"]],
+        "scripted": [row for row in rows if row["scripted"]],
         "limits": QualityThresholds(),
     }
     return render(request, "manage/quality.html", context)

@@ -3,9 +3,23 @@
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 
 # "js-default" is markdown-it's safe preset: raw HTML is escaped, dangerous link schemes are refused.
 _markdown = MarkdownIt("js-default").enable("table")
+
+_ALIGN_CLASSES = {f"align-{side}" for side in ("left", "center", "right")}
+
+
+def _table_align_classes(state: StateCore) -> None:
+    # markdown-it aligns table cells with style="text-align:…", which the CSP (style-src 'self') blocks.
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open") and "style" in token.attrs:
+            side = str(token.attrs.pop("style")).removeprefix("text-align:")
+            token.attrSet("class", f"align-{side}")
+
+
+_markdown.core.ruler.push("table_align_classes", _table_align_classes)
 
 _ALLOWED_TAGS = {
     "p",
@@ -35,7 +49,7 @@ _ALLOWED_TAGS = {
     "a",
 }
 # No id/name (they could clobber page globals), no images (a remote image leaks that the page was viewed).
-_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"style"}, "td": {"style"}, "ol": {"start"}}
+_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
 
 
 def render_markdown(text: str) -> SafeString:
@@ -46,6 +60,6 @@ def render_markdown(text: str) -> SafeString:
         attributes=_ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
-        filter_style_properties={"text-align"},
+        allowed_classes={"th": _ALIGN_CLASSES, "td": _ALIGN_CLASSES},
     )
     return mark_safe(clean)  # noqa: S308 - sanitized by nh3 just above

@@ -1,13 +1,14 @@
 """Every read that is more than a `get`: keyword-only, typed, named <noun>_<verb>."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
-from django.db.models import Count, F, FilteredRelation, Prefetch, Q, QuerySet
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Length
 
 from evaluator import progress, quality, statistics
@@ -23,6 +24,7 @@ from evaluator.models import (
     ModelVariant,
     Outcome,
     Prompt,
+    StatisticsSnapshot,
     TrainingJob,
 )
 from evaluator.roles import ROLES
@@ -40,6 +42,38 @@ class VoteFilters:
     exclude_gold: bool = True
     # Judgements of a scripted annotator (bench/loop.py) are no human's: counted only on request.
     include_simulated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The filters as plain JSON (dates as YYYY-MM-DD), as a statistics snapshot stores them."""
+        return {key: value.isoformat() if isinstance(value, date) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """The filters back from `to_json`'s form; ValueError naming the first bad key or value."""
+        if not isinstance(data, dict):
+            raise ValueError(f"filters must be an object, got {type(data).__name__}")
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown filter {unknown[0]!r}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if name in ("since", "until"):
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"{name} must be a YYYY-MM-DD date or null, got {value!r}")
+                values[name] = date.fromisoformat(value) if value else None
+            elif name == "annotator_group":
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"annotator_group must be a group name or null, got {value!r}")
+                values[name] = value or None
+            elif isinstance(value, bool):
+                values[name] = value
+            else:
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+        filters = cls(**values)
+        if filters.since and filters.until and filters.since > filters.until:
+            raise ValueError("since is after until")
+        return filters
 
 
 # Column of the votes frame → the ORM path it is read from (one row per judgement × criterion).
@@ -107,8 +141,11 @@ def campaign_pairwise_stats(*, campaign: Campaign) -> list[dict[str, Any]]:
 
 
 def decisive_vote_count(*, campaign: Campaign, criterion: str = OVERALL) -> int:
+    """People's decisive votes on `criterion`: what a retrain learns from by default (no simulated ones)."""
     return (
-        CriterionChoice.objects.filter(judgement__comparison__campaign=campaign, criterion=criterion)
+        CriterionChoice.objects.filter(
+            judgement__comparison__campaign=campaign, criterion=criterion, judgement__simulated=False
+        )
         .exclude(outcome=Outcome.TIE)
         .count()
     )
@@ -162,6 +199,47 @@ def training_jobs_recent(*, campaign: Campaign | None = None) -> QuerySet[Traini
     return jobs[:50]
 
 
+def statistics_snapshots_recent(*, campaign: Campaign) -> QuerySet[StatisticsSnapshot]:
+    """The campaign's newest statistics snapshots with their authors, without their (possibly large) JSON."""
+    return StatisticsSnapshot.objects.filter(campaign=campaign).select_related("created_by").defer("payload")[:20]
+
+
+ANSWERS_PER_PAGE = 25
+
+
+def campaign_answers_page(
+    *, campaign: Campaign, page_number: int | str | None, per_page: int = ANSWERS_PER_PAGE
+) -> Page:
+    """One page of the campaign's answers by prompt, variant and sample, each with its prompt and variant (one
+    query for the page, one for the count) and its retrieved passages as `passages` (see `retrieved_passages`)."""
+    answers = (
+        Candidate.objects.filter(prompt__campaign=campaign)
+        .select_related("prompt", "variant")
+        .order_by("prompt_id", "variant_id", "sample_index", "pk")
+    )
+    page = Paginator(answers, per_page).get_page(page_number)
+    page.object_list = list(page.object_list)
+    for answer in page.object_list:
+        answer.passages = retrieved_passages(answer.retrieved)  # type: ignore[attr-defined]
+    return page
+
+
+def retrieved_passages(retrieved: Any) -> list[dict[str, Any]]:
+    """A candidate's stored passages ({"document", "chunk", "text", "score"}) with every key present; entries that
+    are not objects with a text are left out (the field is free JSON)."""
+    rows = retrieved if isinstance(retrieved, list) else []
+    return [
+        {
+            "document": str(row.get("document", "")),
+            "chunk": row.get("chunk"),
+            "text": str(row["text"]),
+            "score": row.get("score") if isinstance(row.get("score"), int | float) else None,
+        }
+        for row in rows
+        if isinstance(row, dict) and row.get("text")
+    ]
+
+
 def campaign_statistics(
     *, campaign: Campaign, filters: VoteFilters | None = None, prompt_level: bool = False, n_boot: int = 1000
 ) -> statistics.CampaignStatistics:
@@ -206,6 +284,11 @@ def annotator_gold_accuracy(*, campaign: Campaign, annotator: AbstractBaseUser) 
 def annotator_quality_rows(*, campaign: Campaign) -> list[dict[str, Any]]:
     """One row per annotator of the campaign (anyone with an assignment there): evaluator/quality.py's numbers and
     warnings, skips, answer flags raised and the annotator's flag. Two queries, whatever the number of annotators.
+
+    The numbers are people's: simulated judgements (bench/loop.py's scripted annotators) are left out of every
+    figure, agreement with the others' majority included. A row is `scripted` when its account has given simulated
+    judgements (here or elsewhere) and no other judgement in this campaign; `simulated` counts its simulated
+    judgements here.
     """
     people = (
         Assignment.objects.filter(comparison__campaign=campaign)
@@ -213,11 +296,13 @@ def annotator_quality_rows(*, campaign: Campaign) -> list[dict[str, Any]]:
         .annotate(
             skips=Count("pk", filter=Q(skipped_at__isnull=False), distinct=True),
             answer_flags=Count("answer_flags", distinct=True),
+            simulated=Count("judgement", filter=Q(judgement__simulated=True), distinct=True),
+            scripted_account=Exists(Judgement.objects.filter(annotator=OuterRef("annotator_id"), simulated=True)),
         )
         .order_by("annotator__username")
     )
     rows = (
-        Judgement.objects.filter(comparison__campaign=campaign)
+        Judgement.objects.filter(comparison__campaign=campaign, simulated=False)
         .annotate(overall=FilteredRelation("choices", condition=Q(choices__criterion=OVERALL)))
         .values_list(
             "annotator_id",
@@ -233,6 +318,7 @@ def annotator_quality_rows(*, campaign: Campaign) -> list[dict[str, Any]]:
     result = []
     for person in people:
         found = numbers.get(person["annotator_id"], {})
+        judgements = found.get("judgements", 0)
         result.append(
             {
                 key: None if isinstance(value, float) and value != value else value  # NaN: no data
@@ -241,7 +327,9 @@ def annotator_quality_rows(*, campaign: Campaign) -> list[dict[str, Any]]:
             | {
                 "annotator_id": person["annotator_id"],
                 "username": person["annotator__username"],
-                "judgements": found.get("judgements", 0),
+                "judgements": judgements,
+                "simulated": person["simulated"],
+                "scripted": person["scripted_account"] and not judgements,
                 "skips": person["skips"],
                 "answer_flags": person["answer_flags"],
                 "flag_reason": person["annotator__flag__reason"],

@@ -1,15 +1,18 @@
 """Every write Prefloop makes. Keyword-only functions named <noun>_<verb>; views and tasks call these."""
 
+import operator
 from collections.abc import Iterable, Mapping, Sequence
+from functools import reduce
 from itertools import combinations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from evaluator import accounts, assignments, jobs
+from evaluator import accounts, assignments, jobs, snapshots
 from evaluator.models import (
     FINISHED_STATUSES,
     AnnotatorFlag,
@@ -26,9 +29,11 @@ from evaluator.models import (
     Prompt,
     Selection,
     TrainingJob,
+    default_criteria,
 )
 from evaluator.prompt_files import parse_prompt_file
-from training.generate import GenerationSettings
+from evaluator.rubric import rubric_problems
+from training.generate import SAMPLES_PER_PROMPT_LIMIT, GenerationSettings
 
 SIDES = assignments.SIDES
 
@@ -52,12 +57,19 @@ def campaign_create(
     allow_both_bad: bool = False,
     show_reference: bool = False,
     show_retrieved: bool = False,
+    criteria: Sequence[Mapping[str, str]] | None = None,
 ) -> Campaign:
+    """A new campaign; `criteria` is its rubric ({slug, label, definition} each), the five defaults when None."""
     if Campaign.objects.filter(name=name).exists():
         raise ServiceError(f"A campaign named {name!r} already exists.")
+    rubric = default_criteria() if criteria is None else [dict(criterion) for criterion in criteria]
+    problems = rubric_problems(rubric)
+    if problems:
+        raise ServiceError(" ".join(problems))
     return Campaign.objects.create(
         name=name,
         description=description,
+        criteria=rubric,
         overlap=overlap,
         quota_per_annotator=quota_per_annotator,
         gold_rate=gold_rate,
@@ -166,18 +178,25 @@ def generation_job_queue(
     *,
     campaign: Campaign,
     variants: Sequence[ModelVariant],
-    samples_per_prompt: int = 1,
+    samples_per_prompt: int | None = None,
     created_by: AbstractBaseUser | None = None,
     training_job: TrainingJob | None = None,
     prompts: Sequence[Prompt] = (),
 ) -> GenerationJob:
     """Queue candidate generation for `variants` over the campaign's prompts (or just `prompts`); the worker
-    pairs them after."""
+    pairs them after. Each variant answers every prompt as many times as its generation settings ask, unless
+    `samples_per_prompt` sets one count for all of them."""
     from workers.tasks import generate_candidates
 
     distinct = {variant.pk: variant for variant in variants}
     if len(distinct) < 2:
         raise ServiceError("Choose at least two variants: comparisons need two answers.")
+    if samples_per_prompt is not None and not 1 <= samples_per_prompt <= SAMPLES_PER_PROMPT_LIMIT:
+        raise ServiceError(f"Samples per prompt must be from 1 to {SAMPLES_PER_PROMPT_LIMIT}.")
+    try:
+        samples = _samples_by_variant(samples_per_prompt, distinct.values())
+    except ValueError as error:
+        raise ServiceError(f"Generation settings: {error}.") from None
     if any(prompt.campaign_id != campaign.pk for prompt in prompts):
         raise ServiceError("Every prompt must belong to the campaign.")
     prompt_count = len(prompts) or campaign.prompts.count()
@@ -189,7 +208,7 @@ def generation_job_queue(
             samples_per_prompt=samples_per_prompt,
             created_by=created_by,
             training_job=training_job,
-            total=prompt_count * len(distinct) * samples_per_prompt,
+            total=prompt_count * sum(samples.values()),
         )
         job.variants.set(distinct.values())
         job.prompts.set(prompts)
@@ -228,12 +247,21 @@ def candidates_store(*, job: GenerationJob, variant: ModelVariant, generated: It
     return len(rows)
 
 
+def generation_job_samples(*, job: GenerationJob) -> dict[int, int]:
+    """Answers per prompt by variant id: the job's override, else each variant's own setting."""
+    return _samples_by_variant(job.samples_per_prompt, job.variants.all())
+
+
+def _samples_by_variant(override: int | None, variants: Iterable[ModelVariant]) -> dict[int, int]:
+    return {
+        variant.pk: override or GenerationSettings.from_dict(variant.generation_settings).samples_per_prompt
+        for variant in variants
+    }
+
+
 def _candidate_count(job: GenerationJob) -> int:
-    candidates = Candidate.objects.filter(
-        prompt__campaign_id=job.campaign_id,
-        variant__in=job.variants.all(),
-        sample_index__lt=job.samples_per_prompt,
-    )
+    wanted = [Q(variant_id=pk, sample_index__lt=count) for pk, count in generation_job_samples(job=job).items()]
+    candidates = Candidate.objects.filter(reduce(operator.or_, wanted), prompt__campaign_id=job.campaign_id)
     if job.prompts.exists():
         candidates = candidates.filter(prompt__in=job.prompts.all())
     return candidates.count()
@@ -244,20 +272,27 @@ def generation_job_prompts(*, job: GenerationJob) -> list[Prompt]:
     return list(job.prompts.order_by("pk")) or list(job.campaign.prompts.order_by("pk"))
 
 
-def comparisons_create(*, campaign: Campaign, variants: Sequence[ModelVariant]) -> int:
-    """Pair the candidates of every two variants on each prompt (sample i with sample i); idempotent."""
+def comparisons_create(*, campaign: Campaign, samples: Mapping[int, int]) -> int:
+    """Pair the candidates of every two variants (`samples`: answers per prompt by variant id) on each prompt;
+    idempotent.
+
+    Sample i meets sample i. A variant with fewer samples than the other wraps round (sample i mod its count), so
+    that every answer is rated: three sampled answers against one greedy answer make three comparisons.
+    """
     by_key = {
         (candidate.prompt_id, candidate.variant_id, candidate.sample_index): candidate
-        for candidate in Candidate.objects.filter(prompt__campaign=campaign, variant__in=variants)
+        for candidate in Candidate.objects.filter(prompt__campaign=campaign, variant__in=list(samples))
     }
-    prompt_samples = {(prompt_id, sample) for prompt_id, _, sample in by_key}
-    ordered = sorted({variant.pk for variant in variants})
+    prompt_ids = sorted({prompt_id for prompt_id, _, _ in by_key})
+    ordered = sorted(samples)
     new = []
-    for prompt_id, sample in sorted(prompt_samples):
+    for prompt_id in prompt_ids:
         for variant_a, variant_b in combinations(ordered, 2):
-            first = by_key.get((prompt_id, variant_a, sample))
-            second = by_key.get((prompt_id, variant_b, sample))
-            if first and second:
+            for sample in range(max(samples[variant_a], samples[variant_b])):
+                first = by_key.get((prompt_id, variant_a, sample % samples[variant_a]))
+                second = by_key.get((prompt_id, variant_b, sample % samples[variant_b]))
+                if not (first and second):
+                    continue
                 new.append(
                     Comparison(
                         campaign=campaign,
@@ -275,7 +310,7 @@ def comparisons_create(*, campaign: Campaign, variants: Sequence[ModelVariant]) 
 
 def generation_job_finish(*, job_id: int) -> GenerationJob:
     job = GenerationJob.objects.get(pk=job_id)
-    created = comparisons_create(campaign=job.campaign, variants=list(job.variants.all()))
+    created = comparisons_create(campaign=job.campaign, samples=generation_job_samples(job=job))
     GenerationJob.objects.filter(pk=job_id).update(
         status=JobStatus.SUCCEEDED,
         comparisons_created=created,
@@ -407,3 +442,11 @@ def model_export_fail(*, export_id: int, error: str) -> None:
     ModelExport.objects.filter(pk=export_id).update(
         status=JobStatus.FAILED, error=error[:5000], finished_at=timezone.now()
     )
+
+
+# Statistics snapshots: their life in the database lives in evaluator/snapshots.py; these names are its public face.
+
+statistics_snapshot_queue = snapshots.statistics_snapshot_queue
+statistics_snapshot_start = snapshots.statistics_snapshot_start
+statistics_snapshot_build = snapshots.statistics_snapshot_build
+statistics_snapshot_fail = snapshots.statistics_snapshot_fail

@@ -47,14 +47,20 @@ def training_job_live(*, job: TrainingJob, now: datetime | None = None) -> dict[
 
 
 def _eta_seconds(job: TrainingJob, now: datetime) -> int | None:
-    """Seconds left at the pace of the logged steps so far; None before two steps or when not running."""
-    if job.status != JobStatus.RUNNING or not job.progress_total or not job.started_at:
+    """Seconds left at the pace of the current attempt; None before it has logged two steps or when not running.
+
+    A resumed attempt counts from its own start and its checkpoint's step: the first attempt's time, the wait for
+    a new worker and the steps restored from the checkpoint say nothing about how fast this worker trains.
+    """
+    started_at = job.attempt_started_at or job.started_at
+    if job.status != JobStatus.RUNNING or not job.progress_total or not started_at:
         return None
-    steps = [log for log in job.metrics if "step" in log and "epoch" in log]
-    if len(steps) < 2 or job.progress_step <= 0:
+    first = job.attempt_start_step
+    steps = [log for log in job.metrics if "step" in log and "epoch" in log and int(log["step"]) > first]
+    done = job.progress_step - first
+    if len(steps) < 2 or done <= 0:
         return None
-    elapsed = (now - job.started_at).total_seconds()
-    pace = elapsed / job.progress_step
+    pace = (now - started_at).total_seconds() / done
     return max(0, round(pace * (job.progress_total - job.progress_step)))
 
 

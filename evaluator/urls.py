@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from evaluator import people_views, training_views, views
+from evaluator import people_views, stats_views, training_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,6 +13,18 @@ urlpatterns = [
     path("stats/token/", views.api_token_rotate, name="api_token_rotate"),
     path("stats/<int:campaign_id>/", views.stats_campaign, name="stats_campaign"),
     path("stats/<int:campaign_id>/export/", include("evaluator.export_urls")),
+    path("stats/<int:campaign_id>/answers/", stats_views.campaign_answers, name="campaign_answers"),
+    path(
+        "stats/<int:campaign_id>/snapshots/new/",
+        stats_views.statistics_snapshot_create,
+        name="statistics_snapshot_create",
+    ),
+    path("stats/<int:campaign_id>/snapshots/", stats_views.statistics_snapshots_live, name="statistics_snapshots_live"),
+    path(
+        "stats/<int:campaign_id>/snapshots/<int:snapshot_id>.json",
+        stats_views.statistics_snapshot_download,
+        name="statistics_snapshot_download",
+    ),
     path("manage/", views.manage, name="manage"),
     path("manage/campaigns/new/", views.campaign_create, name="campaign_create"),
     path("manage/variants/new/", views.variant_create, name="variant_create"),

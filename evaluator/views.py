@@ -208,6 +208,7 @@ def stats_campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "form": form,
         "report": statistics_report(campaign=campaign, filters=filters, prompt_level=prompt_level),
         "progress": selectors.campaign_progress(campaign=campaign),
+        "snapshots": selectors.statistics_snapshots_recent(campaign=campaign),
     }
     return render(request, "stats/campaign.html", context, status=400 if form.errors else 200)
 

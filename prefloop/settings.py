@@ -11,7 +11,7 @@ import dj_database_url
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from prefloop.env import env_bool, env_int, env_list, env_str
+from prefloop.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFLOOP_VAR_DIR", str(BASE_DIR / "var")))
@@ -183,14 +183,20 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One task at a time in a fresh child process: a GPU worker hands its GPU memory back after every task, however
+# it was started (command-line flags still override these).
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 1, minimum=1)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "default")
 CELERY_GPU_QUEUE = env_str("CELERY_GPU_QUEUE", "gpu")
-# Model work goes to the GPU queue (one worker process per GPU); the rest to the default queue.
+# Model work goes to the GPU queue (one worker process per GPU); the rest to the default queue. Exports merge
+# on the CPU (training.export.merge_adapter) and convert with llama.cpp, so they never hold a GPU slot.
 CELERY_TASK_ROUTES = {
     "workers.tasks.generate_candidates": {"queue": CELERY_GPU_QUEUE},
     "workers.tasks.run_training_job": {"queue": CELERY_GPU_QUEUE},
     "workers.tasks.index_collection": {"queue": CELERY_GPU_QUEUE},
-    "workers.tasks.export_model": {"queue": CELERY_GPU_QUEUE},
+    "workers.tasks.export_model": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+    "workers.tasks.build_statistics_snapshot": {"queue": CELERY_TASK_DEFAULT_QUEUE},
 }
 # A running job whose heartbeat is older than this, on a worker that is gone, is queued again by the reaper.
 PREFLOOP_JOB_STALE_SECONDS = env_int("PREFLOOP_JOB_STALE_SECONDS", 600, minimum=10)
@@ -207,6 +213,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 PREFLOOP_BASE_MODEL = env_str("PREFLOOP_BASE_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
 PREFLOOP_TINY_MODEL_DIR = Path(env_str("PREFLOOP_TINY_MODEL_DIR", str(VAR_DIR / "models" / "tiny")))
 PREFLOOP_GENERATION_BATCH_SIZE = env_int("PREFLOOP_GENERATION_BATCH_SIZE", 8, minimum=1)
+# How workers generate candidates: transformers (built in) or vllm (`pip install vllm` on the CUDA GPU workers).
+PREFLOOP_GENERATION_BACKEND = env_choice("PREFLOOP_GENERATION_BACKEND", "transformers", ("transformers", "vllm"))
 
 # Rating.
 PREFLOOP_LEASE_MINUTES = env_int("PREFLOOP_LEASE_MINUTES", 20, minimum=1)

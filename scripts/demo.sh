@@ -18,8 +18,9 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-# One worker process for the GPU queue (a fresh child per task returns GPU memory) and the default queue.
-$BIN/celery -A workers worker -Q gpu,default --concurrency 1 --max-tasks-per-child 1 --loglevel INFO \
+# One worker for the GPU queue and the default queue; the settings give it one task at a time, each in a fresh
+# child process (which returns GPU memory): CELERY_WORKER_CONCURRENCY, CELERY_WORKER_MAX_TASKS_PER_CHILD.
+$BIN/celery -A workers worker -Q gpu,default --loglevel INFO \
   -B --schedule "$PREFLOOP_VAR_DIR/celerybeat-schedule" \
   >"$PREFLOOP_VAR_DIR/logs/worker.log" 2>&1 &
 pids+=($!)

@@ -1,10 +1,15 @@
 /* Keyboard-only rating: rows by ↑/↓, j/k or 1–6; a/s/d (←/→) choose left/tie/right, b "both bad" where the
- * campaign offers it; Enter submits when complete; x opens the skip form and focuses its reason.
+ * campaign offers it; Enter submits when complete; x opens the skip form and focuses its reason; f/g open the
+ * left/right answer's flag form at its reason; Escape closes an open flag or skip form and goes back to the rows.
  * The radio inputs stay the real form controls: every shortcut checks and focuses one of them. */
 (function () {
   "use strict";
 
   var SIDES = { a: "left", arrowleft: "left", s: "tie", d: "right", arrowright: "right", b: "both_bad" };
+  var FLAGS = { f: "left", g: "right" };
+  // A key pressed between an HTMX swap and its settle already acts on the new pair: settling must not then move
+  // the focus back to the first row (a fast "x" would lose its skip form, a fast "b" its row).
+  var keyedSinceSwap = false;
 
   function form() {
     return document.querySelector("form[data-keyboard-rating]");
@@ -81,6 +86,14 @@
     reason.focus();
   }
 
+  function openFlag(side) {
+    var panel = document.getElementById("flag-" + side);
+    var reason = document.getElementById("flag-reason-" + side);
+    if (!panel || !reason) return;
+    panel.open = true;
+    reason.focus();
+  }
+
   function isTextEntry(element) {
     if (!element || !element.tagName) return false;
     var tag = element.tagName.toLowerCase();
@@ -91,7 +104,16 @@
   document.addEventListener("keydown", function (event) {
     var rubric = form();
     if (!rubric || event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented) return;
+    keyedSinceSwap = true;
     var target = event.target;
+    var panel = target.closest && target.closest("details.flag, details.skip");
+    if (event.key === "Escape" && panel) {
+      event.preventDefault();
+      panel.open = false;
+      var current = currentIndex(rubric);
+      focusRow(rubric, current < 0 ? 0 : current);
+      return;
+    }
     if (isTextEntry(target)) return;
     var inRubric = rubric.contains(target);
     // Elsewhere on the page (links, the log-out button) only letters and digits are shortcuts.
@@ -115,6 +137,9 @@
     } else if (key === "x") {
       event.preventDefault();
       openSkip();
+    } else if (Object.prototype.hasOwnProperty.call(FLAGS, key)) {
+      event.preventDefault();
+      openFlag(FLAGS[key]);
     } else if (key === "enter" && (inRubric ? target.type === "radio" : !onOtherControl)) {
       event.preventDefault();
       submit(rubric);
@@ -132,8 +157,11 @@
   }
 
   // After HTMX swaps in the next pair (or the done message), keyboard focus moves to its first row.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.target && event.target.id === "pair") keyedSinceSwap = false;
+  });
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target && event.target.id === "pair") start();
+    if (event.target && event.target.id === "pair" && !keyedSinceSwap) start();
   });
   document.addEventListener("htmx:responseError", function () {
     var rubric = form();

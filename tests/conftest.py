@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -58,43 +58,30 @@ def celery_worker_process(django_db_setup: None, django_db_blocker: object) -> I
 
     if not settings.CELERY_BROKER_URL.startswith("redis://"):
         pytest.fail("worker tests need CELERY_BROKER_URL=redis://…; run them through `make test`")
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict)}
+    env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict)}
     log = open(Path(settings.VAR_DIR) / "worker.log", "wb")  # noqa: SIM115 - lives as long as the worker
     worker = start_worker(env, log, "--purge", "--hostname", f"tests-{os.getpid()}@%h")
-    _wait_until_ready(Path(log.name), worker)
+    wait_until_ready(Path(log.name), worker)
     yield worker
     worker.terminate()
     worker.wait(timeout=30)
     log.close()
 
 
-def start_worker(env: dict[str, str], log: IO[bytes], *extra: str) -> subprocess.Popen[bytes]:
-    """`celery worker` as `make demo` runs it (both queues, one task at a time, a fresh child per task)."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "-Q",
-        "gpu,default",
-        "--concurrency",
-        "1",
-        "--max-tasks-per-child",
-        "1",
-        "--loglevel",
-        "INFO",
-        *extra,
-    ]
+def start_worker(
+    env: dict[str, str], log: IO[bytes], *extra: str, queues: str = "gpu,default"
+) -> subprocess.Popen[bytes]:
+    """`celery worker` as `make demo` runs it: both queues, and no pool flags, so that the settings' one task at
+    a time in a fresh child per task is what the tests exercise."""
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", "INFO", *extra]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _database_url(db: dict[str, object]) -> str:
+def database_url(db: dict[str, object]) -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def _wait_until_ready(log: Path, worker: subprocess.Popen[bytes], timeout: float = 90) -> None:
+def wait_until_ready(log: Path, worker: subprocess.Popen[bytes], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.poll() is not None:
@@ -109,3 +96,13 @@ def _wait_until_ready(log: Path, worker: subprocess.Popen[bytes], timeout: float
 def _fast_password_hashing(settings) -> None:
     # Hashing strength is no concern of the tests; PBKDF2's iterations would dominate their run time.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds (work done by a worker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")

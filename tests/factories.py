@@ -81,16 +81,22 @@ def judgement(
     *,
     left_is_a: bool = True,
     time_on_task_ms: int = 1000,
+    simulated: bool = False,
 ) -> Any:
     """A completed assignment and its judgement. `outcomes` is one outcome for every criterion of the campaign
-    (a, b or tie: which *variant* won), or a mapping of criterion slug to outcome for only those criteria."""
+    (a, b or tie: which *variant* won), or a mapping of criterion slug to outcome for only those criteria.
+    `simulated` marks it a scripted annotator's (evaluator/simulation.py)."""
     from evaluator.models import CriterionChoice, Judgement
 
     slugs = comparison.campaign.criterion_slugs
     choices = {slug: outcomes for slug in slugs} if isinstance(outcomes, str) else dict(outcomes)
     task = assignment(comparison, annotator, left_is_a=left_is_a, completed_at=timezone.now())
     made = Judgement.objects.create(
-        assignment=task, comparison=comparison, annotator=annotator, time_on_task_ms=time_on_task_ms
+        assignment=task,
+        comparison=comparison,
+        annotator=annotator,
+        time_on_task_ms=time_on_task_ms,
+        simulated=simulated,
     )
     CriterionChoice.objects.bulk_create(
         CriterionChoice(judgement=made, criterion=slug, outcome=outcome) for slug, outcome in choices.items()

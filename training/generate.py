@@ -46,18 +46,22 @@ QUANTIZATIONS: tuple[str, ...] = ("none", "4bit", "8bit")
 
 MAX_NEW_TOKENS_LIMIT = 8192
 TEMPERATURE_LIMIT = 5.0
+# Prefloop's workers space candidate seeds this far apart (workers.tasks.candidate_seed).
+SAMPLES_PER_PROMPT_LIMIT = 64
 # Seeds are stored with each answer in a signed 64-bit column.
 SEED_LIMIT = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to decode. These three values alone decide it: the model's own defaults (top_k, repetition penalty)
-    are switched off so that a stored settings record reproduces its answers. Temperature 0 means greedy."""
+    """How a variant answers. The first three values alone decide how an answer is decoded: the model's own
+    defaults (top_k, repetition penalty) are switched off so that a stored settings record reproduces its
+    answers. Temperature 0 means greedy. samples_per_prompt is how many answers each prompt gets."""
 
     max_new_tokens: int = 96
     temperature: float = 0.7
     top_p: float = 0.95
+    samples_per_prompt: int = 1
 
     def __post_init__(self) -> None:
         if not is_int(self.max_new_tokens) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
@@ -68,6 +72,9 @@ class GenerationSettings:
             raise ValueError(f"temperature must be {expected}, got {self.temperature!r}")
         if not is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be a number greater than 0 and at most 1, got {self.top_p!r}")
+        if not is_int(self.samples_per_prompt) or not 1 <= self.samples_per_prompt <= SAMPLES_PER_PROMPT_LIMIT:
+            expected = f"an integer from 1 to {SAMPLES_PER_PROMPT_LIMIT}"
+            raise ValueError(f"samples_per_prompt must be {expected}, got {self.samples_per_prompt!r}")
         # Integers are accepted for the float fields (a form or YAML may give 1 for 1.0); store them as floats
         # so to_dict() is the same whichever was given.
         object.__setattr__(self, "temperature", float(self.temperature))
@@ -293,10 +300,11 @@ def generate_for_variants(
     *,
     seed: int,
     batch_size: int = 8,
-    samples_per_prompt: int = 1,
+    samples_per_prompt: int | None = None,
 ) -> dict[str, list[GeneratedText]]:
     """Answer each variant's requests with its own settings on the one loaded model, switching adapters
-    between variants; results by variant, each list in the order of its requests.
+    between variants; results by variant, each list in the order of its requests. Each variant answers every
+    request its settings' samples_per_prompt times, unless `samples_per_prompt` overrides that for all.
 
     Each variant's answers are seeded as generate() seeds them, so they equal what generate() gives on a model
     carrying that variant's adapter alone.
@@ -309,7 +317,8 @@ def generate_for_variants(
     if unset:
         raise ValueError(f"no generation settings for variant(s) {', '.join(map(repr, unset))}")
     for variant in requests_by_variant:  # refuse bad seeds before any variant is generated
-        plan_answers(requests_by_variant[variant], seed=seed, samples_per_prompt=samples_per_prompt)
+        samples = settings_by_variant[variant].samples_per_prompt if samples_per_prompt is None else samples_per_prompt
+        plan_answers(requests_by_variant[variant], seed=seed, samples_per_prompt=samples)
     results = {}
     for variant, requests in requests_by_variant.items():
         with model.activated(variant) as active:
@@ -333,16 +342,18 @@ def generate(
     *,
     seed: int,
     batch_size: int = 8,
-    samples_per_prompt: int = 1,
+    samples_per_prompt: int | None = None,
 ) -> list[GeneratedText]:
-    """Answer every request `samples_per_prompt` times; results in the order of `requests`, then of samples.
+    """Answer every request `samples_per_prompt` times (default: the settings' samples_per_prompt); results in
+    the order of `requests`, then of samples.
 
     Answers are sorted by prompt length and cut into batches of `batch_size`. Each answer is sampled with its
     own seed (see plan_answers), independently of the other rows of its batch.
     """
     if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
-    planned = plan_answers(requests, seed=seed, samples_per_prompt=samples_per_prompt)
+    samples = settings.samples_per_prompt if samples_per_prompt is None else samples_per_prompt
+    planned = plan_answers(requests, seed=seed, samples_per_prompt=samples)
     prompts = [chat_prompt_ids(tokenizer, request.messages) for request in requests]
     lengths = [len(prompts[answer.request_index]) for answer in planned]
     results: list[GeneratedText | None] = [None] * len(planned)
@@ -561,15 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens)
     parser.add_argument("--temperature", type=float, default=GenerationSettings.temperature)
     parser.add_argument("--top-p", type=float, default=GenerationSettings.top_p)
-    parser.add_argument("--samples-per-prompt", type=int, default=1)
+    parser.add_argument("--samples-per-prompt", type=int, default=GenerationSettings.samples_per_prompt)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch (transformers backend)")
     args = parser.parse_args(argv)
     try:
-        settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_p)
+        settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_p, args.samples_per_prompt)
         adapters = parse_adapter_options(args.adapter)
         requests = read_prompts_jsonl(args.prompts)
-        plan_answers(requests, seed=args.seed, samples_per_prompt=args.samples_per_prompt)
+        plan_answers(requests, seed=args.seed, samples_per_prompt=settings.samples_per_prompt)
     except (ValueError, OSError) as error:
         parser.error(str(error))
     requests_by_variant = {variant: requests for variant in adapters}
@@ -581,9 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = VLLMBackend(args.model, adapters, quantization=args.quantization)
         except (VLLMUnavailableError, ValueError) as error:
             parser.error(str(error))
-        results = backend.generate_for_variants(
-            requests_by_variant, settings_by_variant, seed=args.seed, samples_per_prompt=args.samples_per_prompt
-        )
+        results = backend.generate_for_variants(requests_by_variant, settings_by_variant, seed=args.seed)
     else:
         loaded = load_base_with_adapters(args.model, adapters, args.quantization)
         results = generate_for_variants(
@@ -593,7 +602,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings_by_variant,
             seed=args.seed,
             batch_size=args.batch_size,
-            samples_per_prompt=args.samples_per_prompt,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as out:

@@ -44,11 +44,12 @@ def available() -> bool:
     return True
 
 
-def require_vllm() -> None:
+def require_vllm(alternative: str = "use --backend transformers") -> None:
+    """Raise VLLMUnavailableError, saying how to install vLLM or what to do instead, when it cannot be imported."""
     if not available():
         raise VLLMUnavailableError(
             f"the vllm backend needs vLLM, which is not installed here: run `{INSTALL_HINT}` on a CUDA GPU "
-            "worker, or use --backend transformers"
+            f"worker, or {alternative}"
         )
 
 
@@ -97,9 +98,10 @@ class VLLMBackend:
         settings_by_variant: Mapping[str, GenerationSettings],
         *,
         seed: int,
-        samples_per_prompt: int = 1,
+        samples_per_prompt: int | None = None,
     ) -> dict[str, list[GeneratedText]]:
-        """Answer each variant's requests with its settings and adapter, seeded as training.generate seeds them;
+        """Answer each variant's requests with its settings and adapter, seeded as training.generate seeds them
+        (each request its settings' samples_per_prompt times unless `samples_per_prompt` overrides that);
         results by variant, in request order. vLLM schedules all the answers of all variants together, so
         latency_ms is the wall time of the whole call."""
         from vllm import SamplingParams
@@ -115,7 +117,10 @@ class VLLMBackend:
         jobs = []  # (variant, request, planned answer, prompt ids), in result order
         for variant, requests in requests_by_variant.items():
             prompts = [chat_prompt_ids(self.tokenizer, request.messages) for request in requests]
-            for answer in plan_answers(requests, seed=seed, samples_per_prompt=samples_per_prompt):
+            samples = (
+                settings_by_variant[variant].samples_per_prompt if samples_per_prompt is None else samples_per_prompt
+            )
+            for answer in plan_answers(requests, seed=seed, samples_per_prompt=samples):
                 jobs.append((variant, requests[answer.request_index], answer, prompts[answer.request_index]))
         params = []
         for variant, _, answer, _ in jobs:

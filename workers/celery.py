@@ -1,6 +1,8 @@
 """The Celery application.
 
-Run a worker with: `celery -A workers worker -Q gpu,default --concurrency 1 --max-tasks-per-child 1`
+Run a worker with: `celery -A workers worker -Q gpu,default`. The settings run one task at a time, each in a
+fresh child process, so a GPU worker hands its GPU memory back after every task (CELERY_WORKER_CONCURRENCY and
+CELERY_WORKER_MAX_TASKS_PER_CHILD change that; so do --concurrency and --max-tasks-per-child).
 """
 
 import os

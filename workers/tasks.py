@@ -2,8 +2,9 @@
 
 import logging
 import platform
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from evaluator.models import (
     Prompt,
     TrainingJob,
 )
+from training.generate import SAMPLES_PER_PROMPT_LIMIT, GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,10 @@ def generate_candidates(self: Task, job_id: int) -> None:
     """Generate the missing candidates of a generation job, then pair them into comparisons.
 
     Variants that share a base model (and its quantisation) are answered by one loaded base carrying all their
-    adapters. Only missing (prompt, variant, sample) answers are generated, so a redelivered task fills gaps.
-    A retrieval variant's collection still being indexed puts the task back for a while.
+    adapters, with transformers or vLLM (PREFLOOP_GENERATION_BACKEND). Each variant gives as many samples as the
+    job or its own settings ask for. Only missing (prompt, variant, sample) answers are generated, so a
+    redelivered task fills gaps. A retrieval variant's collection still being indexed puts the task back for a
+    while.
     """
     if _collections_pending(job_id):
         raise self.retry(countdown=5)
@@ -41,9 +45,15 @@ def generate_candidates(self: Task, job_id: int) -> None:
     if job is None:
         return
     try:
+        if settings.PREFLOOP_GENERATION_BACKEND == "vllm":
+            from training.vllm_backend import require_vllm
+
+            # Before any answer is written: a worker without vLLM fails the job whole, saying what to install.
+            require_vllm(alternative="set PREFLOOP_GENERATION_BACKEND=transformers")
         prompts = services.generation_job_prompts(job=job)
+        samples = services.generation_job_samples(job=job)
         for group in _variants_by_base(job.variants.select_related("collection").order_by("pk")):
-            _generate_for_group(job, group, prompts)
+            _generate_for_group(job, group, prompts, samples)
         services.generation_job_finish(job_id=job_id)
     except Exception as error:
         logger.exception("generation job %s failed", job_id)
@@ -64,34 +74,59 @@ def _variants_by_base(variants: Iterable[ModelVariant]) -> list[list[ModelVarian
     return list(groups.values())
 
 
-def _generate_for_group(job: GenerationJob, variants: list[ModelVariant], prompts: list[Prompt]) -> None:
-    from training.generate import GenerationSettings, generate_for_variants, load_base_with_adapters
-
-    missing = {variant.pk: _missing_samples(job, variant, prompts) for variant in variants}
+def _generate_for_group(
+    job: GenerationJob, variants: list[ModelVariant], prompts: list[Prompt], samples: Mapping[int, int]
+) -> None:
+    missing = {variant.pk: _missing_samples(variant, prompts, samples[variant.pk]) for variant in variants}
     variants = [variant for variant in variants if missing[variant.pk]]
     if not variants:
         return
-    first = variants[0]
-    loaded = load_base_with_adapters(
-        first.base_model, {_key(v): v.adapter_path or None for v in variants}, first.quantization
-    )
+    answer = _answerer(variants)
     for variant in variants:
-        settings_ = GenerationSettings.from_dict(variant.generation_settings)
+        # Stored with each answer: how it was decoded, and how many samples this job asked of the variant.
+        settings_ = replace(
+            GenerationSettings.from_dict(variant.generation_settings), samples_per_prompt=samples[variant.pk]
+        )
         todo = missing[variant.pk]
+        logger.info("generation job %s: %d answers of variant %s to generate", job.pk, len(todo), variant.pk)
         retriever = _retriever(variant)
         for start in range(0, len(todo), GENERATION_CHUNK):
             chunk = todo[start : start + GENERATION_CHUNK]
             requests, retrieved = _requests(variant, chunk, retriever)
-            results = generate_for_variants(
-                loaded,
-                loaded.tokenizer,
-                {_key(variant): requests},
-                {_key(variant): settings_},
-                seed=0,  # every request carries its own seed
-                batch_size=settings.PREFLOOP_GENERATION_BATCH_SIZE,
-            )[_key(variant)]
+            results = answer(_key(variant), requests, settings_)
             rows = [_candidate_row(result, settings_, retrieved.get(result.key, [])) for result in results]
             services.candidates_store(job=job, variant=variant, generated=rows)
+
+
+Answerer = Callable[[str, list[Any], Any], list[Any]]
+
+
+def _answerer(variants: list[ModelVariant]) -> Answerer:
+    """Answers for variants that share a base: (variant key, requests, settings) -> one answer per request, from
+    one loaded base (transformers) or one vLLM engine carrying every variant's adapter."""
+    from training.generate import generate_for_variants, load_base_with_adapters
+
+    first = variants[0]
+    adapters = {_key(variant): variant.adapter_path or None for variant in variants}
+    # Every request is one (prompt, sample) carrying its own seed (seed=0 goes unused): one answer each, whatever
+    # the settings' count.
+    if settings.PREFLOOP_GENERATION_BACKEND == "vllm":
+        from training.vllm_backend import VLLMBackend
+
+        engine = VLLMBackend(first.base_model, adapters, quantization=first.quantization)
+        return lambda key, requests, settings_: engine.generate_for_variants(
+            {key: requests}, {key: settings_}, seed=0, samples_per_prompt=1
+        )[key]
+    loaded = load_base_with_adapters(first.base_model, adapters, first.quantization)
+    return lambda key, requests, settings_: generate_for_variants(
+        loaded,
+        loaded.tokenizer,
+        {key: requests},
+        {key: settings_},
+        seed=0,
+        batch_size=settings.PREFLOOP_GENERATION_BATCH_SIZE,
+        samples_per_prompt=1,
+    )[key]
 
 
 def _key(variant: ModelVariant) -> str:
@@ -134,17 +169,13 @@ def _requests(
 
 def candidate_seed(prompt: Prompt, variant: ModelVariant, sample: int) -> int:
     """A candidate's sampling seed, fixed by what it answers: regenerating it gives the same text."""
-    return (prompt.pk * 1_000_003 + variant.pk * 7_919) * 64 + sample
+    # Spaced by the sample limit (64), so that no two samples of a prompt and variant share a seed.
+    return (prompt.pk * 1_000_003 + variant.pk * 7_919) * SAMPLES_PER_PROMPT_LIMIT + sample
 
 
-def _missing_samples(job: GenerationJob, variant: ModelVariant, prompts: list[Prompt]) -> list[tuple[Prompt, int]]:
+def _missing_samples(variant: ModelVariant, prompts: list[Prompt], samples: int) -> list[tuple[Prompt, int]]:
     have = set(variant.candidates.filter(prompt__in=prompts).values_list("prompt_id", "sample_index"))
-    return [
-        (prompt, sample)
-        for prompt in prompts
-        for sample in range(job.samples_per_prompt)
-        if (prompt.pk, sample) not in have
-    ]
+    return [(prompt, sample) for prompt in prompts for sample in range(samples) if (prompt.pk, sample) not in have]
 
 
 def _candidate_row(result: Any, settings_: Any, retrieved: list[dict[str, Any]]) -> dict[str, Any]:
@@ -382,4 +413,20 @@ def export_model(export_id: int) -> None:
         logger.exception("export %s failed", export_id)
         services.model_export_fail(export_id=export_id, error=f"{type(error).__name__}: {error}")
         if not isinstance(error, ValueError | OSError):
+            raise
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=30 * 60)
+def build_statistics_snapshot(snapshot_id: int) -> None:
+    """Compute a statistics snapshot with the statistics page's code and store its JSON (evaluator/snapshots.py)."""
+    snapshot = services.statistics_snapshot_start(snapshot_id=snapshot_id)
+    if snapshot is None:
+        return
+    try:
+        services.statistics_snapshot_build(snapshot=snapshot)
+    except Exception as error:
+        logger.exception("statistics snapshot %s failed", snapshot_id)
+        services.statistics_snapshot_fail(snapshot_id=snapshot_id, error=f"{type(error).__name__}: {error}")
+        # Bad stored filters will not heal on a retry; anything else is worth Celery's own report.
+        if not isinstance(error, ValueError):
             raise

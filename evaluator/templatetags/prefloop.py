@@ -1,4 +1,4 @@
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django import template
@@ -30,3 +30,9 @@ def pvalue(value: float | None) -> str:
 def get_item(mapping: Mapping[str, Any], key: str) -> Any:
     """mapping[key] for keys a template cannot spell (TRL's "rewards/chosen"); None when absent."""
     return mapping.get(key) if isinstance(mapping, Mapping) else None
+
+
+@register.filter
+def any_pending(jobs: Iterable[Any]) -> bool:
+    """Whether any of the jobs (anything with a JobStatus `status`) is queued or running: a list worth polling."""
+    return any(job.status in ("queued", "running") for job in jobs)

@@ -1,11 +1,11 @@
-"""An annotator logs in and, with the keyboard alone in headless Chromium, rates three pairs, skips one and calls
-the last one "both bad" (HTMX swaps, no reload)."""
+"""An annotator logs in and, with the keyboard alone in headless Chromium, flags an answer, rates three pairs, skips
+one and calls the last one "both bad" (HTMX swaps, no reload)."""
 
 from pathlib import Path
 
 import pytest
 
-from evaluator.models import Assignment, Judgement
+from evaluator.models import AnswerFlag, Assignment, Judgement
 from tests import factories
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -18,7 +18,7 @@ OUTCOME = {
 }
 
 
-def test_an_annotator_rates_skips_and_calls_both_bad_with_the_keyboard_only(
+def test_an_annotator_flags_rates_skips_and_calls_both_bad_with_the_keyboard_only(
     live_server, page, artifacts_dir: Path
 ) -> None:
     factories.user("ann", "annotator")
@@ -50,8 +50,21 @@ def test_an_annotator_rates_skips_and_calls_both_bad_with_the_keyboard_only(
     assert page.locator(".shortcuts kbd").count() >= 6
     assert "0 rated · campaign 0% complete" in page.locator("#progress").inner_text()
 
-    # Pair 1: a for every row (each choice moves to the next row), then Enter.
+    # Pair 1: f opens the left answer's flag form at its reason; Enter in the note sends it; Escape goes back.
     assert page.evaluate("document.activeElement.name") == campaign.criterion_slugs[0]
+    flagged_text = page.locator(".answer .scroll").first.inner_text()
+    page.keyboard.press("f")
+    assert page.evaluate("document.activeElement.id") == "flag-reason-left"
+    page.keyboard.press("l")  # the select's type-ahead: "Leaks which model wrote it"
+    page.keyboard.press("Tab")
+    page.keyboard.type("Says it is model X")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#flag-status-left:has-text('Flagged as')")
+    page.keyboard.press("Escape")
+    assert page.evaluate("document.getElementById('flag-left').open") is False
+    assert page.evaluate("document.activeElement.name") == campaign.criterion_slugs[0]
+
+    # Then a for every row (each choice moves to the next row), then Enter.
     for _ in range(rows):
         page.keyboard.press("a")
     page.keyboard.press("Enter")
@@ -109,5 +122,7 @@ def test_an_annotator_rates_skips_and_calls_both_bad_with_the_keyboard_only(
         outcomes = {choice.criterion: (choice.outcome, choice.both_bad) for choice in judgement.choices.all()}
         expected = (OUTCOME[side][judgement.assignment.left_is_a], side == "both_bad")
         assert outcomes == dict.fromkeys(campaign.criterion_slugs, expected)
+    flag = AnswerFlag.objects.select_related("candidate").get()
+    assert (flag.reason, flag.note, flag.candidate.text) == ("identity", "Says it is model X", flagged_text)
     skipped = Assignment.objects.get(skipped_at__isnull=False)
     assert skipped.skip_reason == "I cannot judge this topic" and skipped.released and skipped.completed_at is None

@@ -1,11 +1,13 @@
 """Blind rating: no annotator-facing response names or numbers a model, variant, adapter, job or row.
 
-Every response an annotator can get (the page, the HTMX partials, submit, skip, flag, the done page and the
-error re-renders) is scanned, body, headers and cookies, for the variants' names, base model and adapter paths,
-and the primary keys of the variants, comparisons, candidates and training job.
+Every response an annotator can get (the login page and the redirects to and from it, the page, the HTMX partials,
+submit, skip, flag, the done page, the error re-renders, and the 403, 404 and 405 answers) is scanned, body, headers
+and cookies, for the variants' names, base model and adapter paths, and the primary keys of the variants,
+comparisons, candidates, prompts and training job.
 """
 
 import re
+import uuid
 
 import pytest
 from django.urls import reverse
@@ -92,9 +94,8 @@ def _assert_blind(response, client, what: str) -> None:
         assert not set(re.findall(r"\d+", value)) & numbers, f"{what}: an attribute carries a row number: {value}"
 
 
-def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator) -> None:
-    campaign, _ = _blind_campaign()
-    client.force_login(annotator)
+def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator, second_annotator) -> None:
+    campaign, rows = _blind_campaign()
     rate = reverse("rate")
     seen = 0
 
@@ -103,6 +104,15 @@ def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator
         assert response.status_code == status, (what, response.status_code)
         _assert_blind(response, client, what)
         seen += 1
+
+    # Before logging in: the redirects to the login page, the page itself, a failed and a successful login.
+    check(client.get(rate), "the anonymous redirect to log in", 302)
+    check(client.get(reverse("home")), "the anonymous home redirect", 302)
+    check(client.get(reverse("login")), "the login page", 200)
+    login = {"username": "ann", "password": "not the password"}
+    check(client.post(reverse("login"), login), "a failed login", 200)
+    check(client.post(reverse("login"), {**login, "password": factories.PASSWORD}), "the login redirect", 302)
+    check(client.get(reverse("home")), "the home redirect", 302)
 
     check(client.get(rate), "the rating page", 200)
     check(client.get(rate, **HTMX), "the HTMX pair", 200)
@@ -128,7 +138,20 @@ def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator
     check(client.get(rate), "the done page", 200)
     check(client.get(rate, **HTMX), "the HTMX done partial", 200)
     assert "Nothing to rate right now" in client.get(rate).content.decode()
-    assert seen == 14
+
+    # What an annotator is refused: others' pages and tokens (403), unknown ones (404), a wrong method (405).
+    theirs = factories.assignment(rows[0], second_annotator)
+    check(client.post(reverse("rate_submit", args=[theirs.token]), choices), "another's token", 403)
+    check(client.post(reverse("rate_skip", args=[theirs.token]), {"reason": "x"}, **HTMX), "another's skip", 403)
+    check(client.post(reverse("rate_flag", args=[theirs.token]), flag, **HTMX), "another's flag", 403)
+    check(client.get(reverse("manage")), "the manage page", 403)
+    check(client.get(reverse("stats_campaign", args=[campaign.pk])), "the statistics page", 403)
+    check(client.get(reverse("api_campaigns")), "the API", 403)
+    check(client.post(reverse("rate_submit", args=[uuid.uuid4()]), choices), "an unknown token", 404)
+    check(client.get("/rate/not-a-token/"), "a malformed token", 404)
+    check(client.get(f"/manage/campaigns/{campaign.pk}/nope/"), "an unknown page", 404)
+    check(client.get(reverse("rate_submit", args=[first.token])), "a GET of the submit action", 405)
+    assert seen == 30
 
 
 def test_the_blind_check_itself_catches_a_leak(client, annotator) -> None:

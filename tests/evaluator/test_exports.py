@@ -240,3 +240,71 @@ def test_answers_with_quotes_commas_newlines_and_unicode_survive_csv_and_jsonl(a
     (row,) = read_csv(b"".join(exports.judgements_csv(campaign=campaign)))
     (record,) = [json.loads(line) for line in b"".join(exports.judgements_jsonl(campaign=campaign)).splitlines()]
     assert row["response_a"] == record["response_a"] == tricky
+
+
+# Simulated judgements and retrieved passages ----------------------------------------------------------------
+
+
+@pytest.fixture
+def with_simulated(judged):
+    """The judged campaign plus one simulated judgement (a scripted annotator's) on its first comparison."""
+    oracle = factories.user("oracle-0", "annotator")
+    first = judged.comparisons.order_by("pk").first()
+    factories.judgement(first, oracle, "b", simulated=True)
+    return judged
+
+
+def test_the_export_commands_leave_simulated_judgements_out_unless_asked(with_simulated, tmp_path) -> None:
+    out = io.StringIO()
+    call_command("export_judgements", "--campaign", "Export me", "--format", "csv", stdout=out)
+    rows = read_csv(out.getvalue().encode())
+    assert len(rows) == 7 * CRITERIA and "oracle-0" not in {row["annotator"] for row in rows}
+    assert {row["is_simulated"] for row in rows} == {"false"}
+    target = tmp_path / "all.parquet"
+    call_command(
+        "export_judgements",
+        "--campaign",
+        "Export me",
+        "--format",
+        "parquet",
+        "--out",
+        str(target),
+        "--include-simulated",
+    )
+    table = pq.read_table(target)
+    assert table.num_rows == 8 * CRITERIA and sum(table.column("is_simulated").to_pylist()) == CRITERIA
+
+    def overall_b_wins(*extra: str) -> int:
+        out = io.StringIO()
+        call_command("export_stats", "--campaign", "Export me", "--format", "json", "--n-boot", "0", *extra, stdout=out)
+        return next(row["wins_b"] for row in json.loads(out.getvalue())["pairs"] if row["criterion"] == "overall")
+
+    assert overall_b_wins() == 3  # people: b won three of the six ordinary judgements
+    assert overall_b_wins("--include-simulated") == 4
+
+
+def test_the_download_counts_simulated_judgements_only_with_include_simulated(
+    client, researcher, with_simulated
+) -> None:
+    client.force_login(researcher)
+    url = f"/stats/{with_simulated.pk}/export/judgements.csv"
+    assert len(read_csv(b"".join(client.get(url).streaming_content))) == 6 * CRITERIA
+    rows = read_csv(b"".join(client.get(url, {"include_simulated": "on"}).streaming_content))
+    assert len(rows) == 7 * CRITERIA
+    assert {row["annotator"] for row in rows if row["is_simulated"] == "true"} == {"oracle-0"}
+
+
+def test_the_raw_exports_carry_each_answers_retrieved_passages_as_json_text(annotator) -> None:
+    campaign = factories.campaign(name="Retrieval")
+    comparison = factories.comparison(campaign)
+    passages = [{"document": "guide.md", "chunk": 2, "text": "Keep objects at 18 °C.", "score": 0.81}]
+    comparison.candidate_b.retrieved = passages
+    comparison.candidate_b.save(update_fields=["retrieved"])
+    factories.judgement(comparison, annotator, {"overall": "b"})
+
+    (row,) = read_csv(b"".join(exports.judgements_csv(campaign=campaign)))
+    (record,) = [json.loads(line) for line in b"".join(exports.judgements_jsonl(campaign=campaign)).splitlines()]
+    table = pq.read_table(io.BytesIO(b"".join(exports.judgements_parquet(campaign=campaign))))
+    for exported in (row, record, table.to_pylist()[0]):
+        assert json.loads(exported["retrieved_a"]) == []
+        assert json.loads(exported["retrieved_b"]) == passages

@@ -273,3 +273,36 @@ def test_flagging_takes_a_post_and_an_admin(client, admin_user, researcher, anno
     client.force_login(researcher)
     assert client.post(url, {"reason": "x"}).status_code == 403
     assert not AnnotatorFlag.objects.exists()
+
+
+@pytest.mark.django_db
+def test_simulated_judgements_count_in_no_figure_and_scripted_accounts_are_listed_apart(
+    client, admin_user, annotator, second_annotator, django_assert_num_queries
+) -> None:
+    campaign = factories.campaign(overlap=3)
+    oracle = factories.user("oracle-0", "annotator")
+    comparisons = [factories.comparison(campaign) for _ in range(4)]
+    for comparison in comparisons:
+        factories.judgement(comparison, annotator, "a", time_on_task_ms=9000)
+        factories.judgement(comparison, second_annotator, "a", time_on_task_ms=9000)
+        # The script always disagrees with the people, quickly: were it counted, it would skew their agreement.
+        factories.judgement(comparison, oracle, "b", time_on_task_ms=10, simulated=True)
+    # A person's simulated judgement elsewhere does not make them a scripted account here.
+    factories.judgement(factories.comparison(factories.campaign()), second_annotator, simulated=True)
+
+    with django_assert_num_queries(2):
+        rows = {row["username"]: row for row in selectors.annotator_quality_rows(campaign=campaign)}
+
+    ann, bea, script = rows["ann"], rows["bea"], rows["oracle-0"]
+    assert (ann["judgements"], ann["simulated"], ann["scripted"]) == (4, 0, False)
+    assert (ann["agreement_n"], ann["agreement"]) == (4, 1.0)  # only bea is the others' majority
+    assert not bea["scripted"]
+    assert (script["judgements"], script["simulated"], script["scripted"]) == (0, 4, True)
+    assert script.get("median_seconds") is None and script["warnings"] == []
+
+    client.force_login(admin_user)
+    response = client.get(reverse("campaign_quality", args=[campaign.pk]))
+    assert [row["username"] for row in response.context["rows"]] == ["ann", "bea"]
+    assert [row["username"] for row in response.context["scripted"]] == ["oracle-0"]
+    html = response.content.decode()
+    assert "Scripted annotators" in html and "Flag oracle-0" not in html

@@ -1,24 +1,34 @@
+from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.admin import site
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.urls import URLResolver, get_resolver, resolve, reverse
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from scipy.stats import binomtest
 
 from evaluator import assignments, selectors, services
 from evaluator.models import (
     AnnotatorFlag,
+    AnswerFlag,
     Assignment,
+    Campaign,
     Candidate,
     Comparison,
     CriterionChoice,
     Document,
     DocumentCollection,
+    GenerationJob,
     JobStatus,
     Judgement,
     ModelExport,
+    ModelVariant,
     Selection,
+    StatisticsSnapshot,
     TrainingJob,
 )
 from tests import factories
@@ -262,67 +272,170 @@ def _bulk_comparisons(campaign, count: int, *, gold: str | None = None) -> set[i
     return {row.pk for row in rows}
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "allowed", "allowed_status"),
-    [
-        ("get", "/rate/", {"annotator"}, 200),
-        ("post", "/rate/{token}/", {"annotator"}, 400),  # an empty rating: the pair again, with errors
-        ("post", "/rate/{token}/skip/", {"annotator"}, 302),  # no reason: back to the pair, with the message
-        ("post", "/rate/{token}/flag/", {"annotator"}, 302),
-        ("get", "/stats/", {"researcher", "admin"}, 200),
-        ("get", "/manage/", {"admin"}, 200),
-        ("get", "/manage/campaigns/{campaign}/", {"admin"}, 200),
-        ("post", "/manage/campaigns/{campaign}/settings/", {"admin"}, 302),
-        ("get", "/manage/campaigns/{campaign}/quality/", {"admin"}, 200),
-        ("post", "/manage/campaigns/{campaign}/quality/{annotator}/flag/", {"admin"}, 302),  # no reason: refused
-        ("post", "/manage/campaigns/{campaign}/quality/{annotator}/unflag/", {"admin"}, 302),
-        ("get", "/manage/users/", {"admin"}, 200),
-        ("post", "/manage/users/new/", {"admin"}, 302),  # an empty form: back to the page, with the message
-        ("post", "/manage/users/{annotator}/roles/", {"admin"}, 302),  # no roles: refused
-        ("post", "/manage/users/{researcher}/deactivate/", {"admin"}, 302),  # the researcher was checked already
-        ("post", "/manage/users/{researcher}/reactivate/", {"admin"}, 302),
-        ("get", "/manage/campaigns/{campaign}/generation/", {"admin"}, 286),  # nothing running: polling stops
-        ("post", "/manage/campaigns/{campaign}/retrain/", {"admin"}, 302),  # an empty form: refused
-        ("get", "/manage/jobs/{job}/", {"admin"}, 200),
-        ("post", "/manage/jobs/{job}/cancel/", {"admin"}, 302),  # the job has ended: refused
-        ("post", "/manage/jobs/{job}/resume/", {"admin"}, 302),  # it succeeded: refused
-        ("get", "/manage/variants/", {"admin"}, 200),
-        ("post", "/manage/variants/{variant}/export/", {"admin"}, 302),  # no adapter: refused
-        ("get", "/manage/collections/", {"admin"}, 200),
-        ("post", "/manage/collections/new/", {"admin"}, 302),  # an empty form: refused
-        ("get", "/manage/collections/{collection}/", {"admin"}, 200),
-        ("post", "/manage/collections/{collection}/documents/", {"admin"}, 302),  # no files: refused
-    ],
-)
-def test_each_page_lets_in_only_its_roles(
-    client, method, url, allowed, allowed_status, annotator, researcher, admin_user, outsider
-) -> None:
+# The access matrix: every URL pattern of the project, what each role gets. A redirect is written as the start of
+# its Location; LOGIN is the login page. test_every_url_pattern_has_a_row_in_the_access_matrix keeps it complete.
+LOGIN = "/accounts/login/"
+ROLES = ("anonymous", "annotator", "researcher", "admin", "outsider")  # outsider: logged in, in no group
+
+
+def everyone(expected: int | str) -> dict[str, int | str]:
+    return dict.fromkeys(ROLES, expected)
+
+
+def only(*roles: str, status: int | str = 200, anonymous: int | str = LOGIN) -> dict[str, int | str]:
+    return {"anonymous": anonymous, **{role: status if role in roles else 403 for role in ROLES[1:]}}
+
+
+STAFF = ("researcher", "admin")
+API = {"anonymous": 401}  # DRF's token authentication asks for credentials rather than redirecting
+ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
+    "home": (
+        "get",
+        "/",
+        {"anonymous": LOGIN, "annotator": "/rate/", "researcher": "/stats/", "admin": "/manage/", "outsider": 403},
+    ),
+    "healthz": ("get", "/healthz", everyone(200)),
+    "login": ("get", "/accounts/login/", everyone(200)),
+    "logout": ("post", "/accounts/logout/", everyone(LOGIN)),
+    "rate": ("get", "/rate/", only("annotator")),
+    "rate_submit": ("post", "/rate/{token}/", only("annotator", status=400)),  # an empty rating: the pair again
+    "rate_skip": ("post", "/rate/{token}/skip/", only("annotator", status=302)),  # no reason: back, with it said
+    "rate_flag": ("post", "/rate/{token}/flag/", only("annotator", status=302)),
+    "stats_index": ("get", "/stats/", only(*STAFF)),
+    "api_token_rotate": ("post", "/stats/token/", only(*STAFF, status="/stats/")),  # writes the token: checked below
+    "stats_campaign": ("get", "/stats/{campaign}/", only(*STAFF)),
+    "export_judgements": ("get", "/stats/{campaign}/export/judgements.csv", only(*STAFF)),
+    "export_statistics": ("get", "/stats/{campaign}/export/statistics.json", only(*STAFF)),
+    "export_dpo": ("get", "/stats/{campaign}/export/dpo.jsonl", only(*STAFF)),
+    "campaign_answers": ("get", "/stats/{campaign}/answers/", only(*STAFF)),
+    "statistics_snapshot_create": ("post", "/stats/{campaign}/snapshots/new/", only(*STAFF, status=302)),
+    "statistics_snapshots_live": ("get", "/stats/{campaign}/snapshots/", only(*STAFF)),  # one queued: polling
+    "statistics_snapshot_download": ("get", "/stats/{campaign}/snapshots/{snapshot}.json", only(*STAFF, status=409)),
+    "api_campaigns": ("get", "/api/campaigns/", only(*STAFF, **API)),
+    "api_statistics": ("get", "/api/campaigns/{campaign}/statistics/", only(*STAFF, **API)),
+    "api_judgements": ("get", "/api/campaigns/{campaign}/judgements.csv", only(*STAFF, **API)),
+    "api_statistics_download": ("get", "/api/campaigns/{campaign}/statistics.json", only(*STAFF, **API)),
+    "api_dpo": ("get", "/api/campaigns/{campaign}/dpo.jsonl", only(*STAFF, **API)),
+    "api_schema": ("get", "/api/schema/", everyone(200)),  # the OpenAPI description is public (drf-spectacular)
+    "manage": ("get", "/manage/", only("admin")),
+    # Empty forms below: each is refused with its message (a redirect back), so nothing is written.
+    "campaign_create": ("post", "/manage/campaigns/new/", only("admin", status="/manage/")),
+    "variant_create": ("post", "/manage/variants/new/", only("admin", status="/manage/")),
+    "campaign_detail": ("get", "/manage/campaigns/{campaign}/", only("admin")),
+    "campaign_update": ("post", "/manage/campaigns/{campaign}/settings/", only("admin", status=302)),
+    "prompts_import": ("post", "/manage/campaigns/{campaign}/prompts/", only("admin", status=302)),
+    "generation_queue": ("post", "/manage/campaigns/{campaign}/generate/", only("admin", status=302)),
+    "generation_jobs_live": ("get", "/manage/campaigns/{campaign}/generation/", only("admin", status=286)),
+    "training_queue": ("post", "/manage/campaigns/{campaign}/retrain/", only("admin", status=302)),
+    "training_job_detail": ("get", "/manage/jobs/{job}/", only("admin")),
+    "training_job_cancel": ("post", "/manage/jobs/{job}/cancel/", only("admin", status=302)),  # it has ended
+    "training_job_resume": ("post", "/manage/jobs/{job}/resume/", only("admin", status=302)),  # it succeeded
+    "variant_tree": ("get", "/manage/variants/", only("admin")),
+    "variant_export": ("post", "/manage/variants/{variant}/export/", only("admin", status=302)),  # no adapter
+    "collections": ("get", "/manage/collections/", only("admin")),
+    "collection_create": ("post", "/manage/collections/new/", only("admin", status=302)),
+    "collection_detail": ("get", "/manage/collections/{collection}/", only("admin")),
+    "collection_upload": ("post", "/manage/collections/{collection}/documents/", only("admin", status=302)),
+    "campaign_quality": ("get", "/manage/campaigns/{campaign}/quality/", only("admin")),
+    "annotator_flag": ("post", "/manage/campaigns/{campaign}/quality/{annotator}/flag/", only("admin", status=302)),
+    "annotator_unflag": (
+        "post",
+        "/manage/campaigns/{campaign}/quality/{annotator}/unflag/",
+        only("admin", status=302),
+    ),
+    "users": ("get", "/manage/users/", only("admin")),
+    "user_create": ("post", "/manage/users/new/", only("admin", status=302)),
+    "user_roles_update": ("post", "/manage/users/{annotator}/roles/", only("admin", status=302)),  # no roles
+    "user_deactivate": ("post", "/manage/users/{admin}/deactivate/", only("admin", status=302)),  # not oneself
+    "user_reactivate": ("post", "/manage/users/{admin}/reactivate/", only("admin", status=302)),  # active: no-op
+}
+# Bodies for the posts that an empty form would let through: a bad filter queues no snapshot.
+POSTED = {"statistics_snapshot_create": {"since": "not a date"}}
+
+
+def _url_names(resolver: URLResolver, namespace: str = "") -> Iterator[str]:
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _url_names(pattern, f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace)
+        else:
+            yield f"{namespace}{pattern.name or pattern.pattern}"
+
+
+def test_every_url_pattern_has_a_row_in_the_access_matrix() -> None:
+    # The Django admin's own pages are one guard (staff only): test_the_django_admin_lets_in_only_staff.
+    names = {name for name in _url_names(get_resolver()) if not name.startswith("admin:")}
+    assert names - set(ACCESS) == set(), "add these pages to ACCESS"
+    assert set(ACCESS) - names == set(), "these rows name no page"
+
+
+@pytest.mark.parametrize("name", list(ACCESS))
+def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, admin_user, outsider) -> None:
+    method, url, expected = ACCESS[name]
     campaign = factories.campaign()
     task = factories.assignment(factories.comparison(campaign), annotator)
     variant = task.comparison.variant_a
     job = TrainingJob.objects.create(campaign=campaign, parent_variant=variant, status=JobStatus.SUCCEEDED)
     collection = DocumentCollection.objects.create(name="Notes")
+    snapshot = StatisticsSnapshot.objects.create(campaign=campaign)
     url = url.format(
         token=task.token,
         campaign=campaign.pk,
         annotator=annotator.pk,
-        researcher=researcher.pk,
+        admin=admin_user.pk,
         variant=variant.pk,
         job=job.pk,
         collection=collection.pk,
+        snapshot=snapshot.pk,
     )
+    assert resolve(urlsplit(url).path).view_name == name
     fetch = getattr(client, method)
-    anonymous = fetch(url)
-    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/"), url
-    for user, role in ((annotator, "annotator"), (researcher, "researcher"), (admin_user, "admin"), (outsider, None)):
-        client.force_login(user)
-        assert fetch(url).status_code == (allowed_status if role in allowed else 403), (url, role)
+    users = {"annotator": annotator, "researcher": researcher, "admin": admin_user, "outsider": outsider}
+    for role in ROLES:
+        client.logout()
+        if role in users:
+            client.force_login(users[role])
+        response = fetch(url, POSTED.get(name, {}))
+        want = expected[role]
+        got = (response.status_code, response.get("Location", ""))
+        if isinstance(want, str):
+            assert got[0] == 302 and got[1].startswith(want), (url, role, got)
+        else:
+            assert got[0] == want, (url, role, got)
+    # Nothing written: every allowed request above was refused as incomplete, but for the token rotation.
     assert not Judgement.objects.exists() and not Assignment.objects.filter(skipped_at__isnull=False).exists()
-    assert not AnnotatorFlag.objects.exists() and get_user_model().objects.count() == 4
+    assert not AnswerFlag.objects.exists() and not AnnotatorFlag.objects.exists()
+    assert get_user_model().objects.count() == 4 and get_user_model().objects.filter(is_active=True).count() == 4
     assert set(annotator.groups.values_list("name", flat=True)) == {"annotator"}
-    assert TrainingJob.objects.get().status == JobStatus.SUCCEEDED and TrainingJob.objects.count() == 1
+    assert Campaign.objects.count() == 1 and ModelVariant.objects.count() == 2
+    assert TrainingJob.objects.get().status == JobStatus.SUCCEEDED and not GenerationJob.objects.exists()
     assert not ModelExport.objects.exists() and not Document.objects.exists()
-    assert DocumentCollection.objects.count() == 1
+    assert DocumentCollection.objects.count() == 1 and StatisticsSnapshot.objects.count() == 1
+    assert set(Token.objects.values_list("user__username", flat=True)) <= {"rex", "ada"}
+
+
+def test_the_django_admin_lets_in_only_staff(client, annotator, researcher, admin_user, outsider) -> None:
+    # Accounts given the admin role are staff (evaluator/accounts.py) and hold every permission on Prefloop's
+    # models, not on users and groups: those pages stay with superusers.
+    admin_user.is_staff = True
+    admin_user.save(update_fields=["is_staff"])
+    campaign = factories.campaign()
+    pages = ["/django-admin/", f"/django-admin/evaluator/campaign/{campaign.pk}/change/"]
+    pages += [reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in site._registry]
+    root = get_user_model().objects.create_superuser("root", password=factories.PASSWORD)
+    for user in (None, annotator, researcher, outsider, admin_user, root):
+        client.logout()
+        if user:
+            client.force_login(user)
+        for page in pages:
+            response = client.get(page)
+            if user is None or not user.is_staff:
+                assert response.status_code == 302, (page, user)
+                assert response["Location"].startswith("/django-admin/login/"), (page, user)
+            elif user.is_superuser:
+                assert response.status_code == 200, (page, user)
+            else:
+                own_model = page == "/django-admin/" or page.startswith("/django-admin/evaluator/")
+                assert response.status_code == (200 if own_model else 403), (page, user)
 
 
 def test_the_health_check_answers_anyone_with_ok_and_no_query(client, django_assert_num_queries) -> None:

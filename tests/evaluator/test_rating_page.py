@@ -76,6 +76,40 @@ def test_a_plain_post_redirects_to_the_next_pair(client, annotator) -> None:
     assert set(CriterionChoice.objects.values_list("outcome", flat=True)) == {"b"}
 
 
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_another_annotators_token_is_refused_with_403_and_writes_nothing(
+    client, annotator, second_annotator, headers
+) -> None:
+    campaign = factories.campaign()
+    task = factories.assignment(factories.comparison(campaign), annotator)
+    before = Assignment.objects.values().get(pk=task.pk)
+    client.force_login(second_annotator)
+    response = client.post(reverse("rate_submit", args=[task.token]), all_sides(campaign, "left"), **headers)
+    assert response.status_code == 403
+    assert not Judgement.objects.exists() and not CriterionChoice.objects.exists()
+    assert Assignment.objects.values().get(pk=task.pk) == before
+    assert Assignment.objects.count() == 1  # nor was a pair claimed for the intruder
+
+
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_a_repeated_submission_stores_one_judgement_and_answers_the_same_both_times(client, annotator, headers) -> None:
+    campaign = two_pairs()
+    client.force_login(annotator)
+    client.get(reverse("rate"))
+    first = Assignment.objects.get()
+    url = reverse("rate_submit", args=[first.token])
+
+    responses = [client.post(url, all_sides(campaign, side), **headers) for side in ("left", "right")]
+
+    # The page's CSRF token is masked afresh on every render; all else must be byte for byte the same.
+    bodies = [re.sub(rb'name="csrfmiddlewaretoken" value="\w+"', b"", response.content) for response in responses]
+    assert [response.status_code for response in responses] == ([200, 200] if headers else [302, 302])
+    assert bodies[0] == bodies[1] and responses[0].get("Location") == responses[1].get("Location")
+    assert Judgement.objects.get().assignment == first
+    assert set(CriterionChoice.objects.values_list("outcome", flat=True)) == {"a" if first.left_is_a else "b"}
+    assert Assignment.objects.count() == (2 if headers else 1)  # the HTMX answer claimed the next pair, once
+
+
 def test_the_page_shows_progress_without_model_names(client, annotator) -> None:
     campaign = factories.campaign(overlap=1)
     base = factories.variant(name="hidden-base-name")

@@ -5,7 +5,6 @@ generate → blind rating → statistics → DPO with QLoRA → new variant → 
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from evaluator.models import (
 )
 from evaluator.rendering import render_markdown
 from tests import factories
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -66,15 +66,6 @@ def post_form(client: Client, page_url: str, action: str, data: dict, **extra) -
     response = client.post(action, {**data, "csrfmiddlewaretoken": csrf(page)}, **extra)
     assert response.status_code == 302, response.content.decode()[:2000]
     return response
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def finished(job_model: type, **filters: object) -> Callable[[], bool]:
@@ -156,7 +147,7 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
         f"/manage/campaigns/{campaign.pk}/generate/",
         {"variants": [sampled.pk, greedy.pk], "samples_per_prompt": 1},
     )
-    wait_for(finished(GenerationJob, campaign=campaign), "the first generation job")
+    wait_until(finished(GenerationJob, campaign=campaign), "the first generation job")
     assert Candidate.objects.filter(prompt__campaign=campaign).count() == 2 * len(PROMPTS)
     assert Comparison.objects.filter(campaign=campaign).count() == len(PROMPTS)
 
@@ -207,7 +198,7 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
         },
     )
     job = TrainingJob.objects.get()
-    wait_for(finished(TrainingJob, pk=job.pk), "the DPO job")
+    wait_until(finished(TrainingJob, pk=job.pk), "the DPO job")
     job.refresh_from_db()
     child = job.result_variant
     assert child.parent == greedy
@@ -220,7 +211,7 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
     assert child.lineage["versions"]["bitsandbytes"]
 
     # 6. The new variant's answers are generated and paired with its parent's, ready for annotators.
-    wait_for(finished(GenerationJob, training_job=job), "the new variant's generation job")
+    wait_until(finished(GenerationJob, training_job=job), "the new variant's generation job")
     new_round = Comparison.objects.filter(campaign=campaign, variant_b=child)
     assert new_round.count() == len(PROMPTS)
     assert set(new_round.values_list("variant_a", flat=True)) == {greedy.pk}

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from evaluator import jobs, services
+from evaluator import jobs, selectors, services
 from evaluator.models import GenerationJob, JobStatus, ModelVariant, TrainingJob
+from evaluator.training_selectors import training_job_live
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +95,22 @@ def test_a_campaign_without_decisive_preferences_cannot_be_trained_on(annotator)
     factories.judgement(factories.comparison(campaign, variants=(parent, factories.variant())), annotator, "tie")
     with pytest.raises(services.ServiceError, match="No decisive overall preferences"):
         services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+
+
+def test_simulated_votes_count_as_decisive_preferences_only_when_the_selection_includes_them(annotator) -> None:
+    campaign = factories.campaign()
+    parent = factories.variant()
+    comparison = factories.comparison(campaign, variants=(parent, factories.variant()))
+    factories.judgement(comparison, annotator, "a", simulated=True)
+    assert selectors.decisive_vote_count(campaign=campaign) == 0  # the campaign page's count before a retrain
+    with pytest.raises(services.ServiceError, match="No decisive overall preferences"):
+        services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+    assert not TrainingJob.objects.exists()
+
+    job = services.training_job_queue(
+        campaign=campaign, parent_variant=parent, training=TRAINING, selection={"include_simulated": True}
+    )
+    assert job.config["selection"] == {"include_simulated": True}
 
 
 def test_the_held_out_draw_is_reproducible_and_leaves_prompts_to_train_on() -> None:
@@ -201,6 +218,33 @@ def test_metrics_past_the_resumed_checkpoint_are_dropped(rated_campaign) -> None
     jobs.training_job_resume_point(job=job, step=2)
     job.refresh_from_db()
     assert [log["step"] for log in job.metrics] == [1, 2] and job.progress_step == 2
+
+
+def test_a_resumed_job_estimates_its_time_left_at_the_pace_of_the_current_attempt(rated_campaign) -> None:
+    def log(step: int) -> None:
+        jobs.training_job_progress(job_id=job.pk, log={"step": step, "loss": 0.6, "epoch": step / 20, "max_steps": 20})
+
+    def eta(now) -> int | None:
+        job.refresh_from_db()
+        return training_job_live(job=job, now=now)["eta_seconds"]
+
+    job = queued_job(*rated_campaign)
+    first_start = timezone.now() - timedelta(hours=3)
+    jobs.training_job_start(job_id=job.pk, now=first_start)
+    for step in range(1, 7):
+        log(step)
+    assert eta(first_start + timedelta(seconds=60)) == 10 * 14  # 6 steps in 60 s, 14 to go
+    # The worker died after step 6; two hours later a new one resumes from the checkpoint of step 4.
+    host = jobs.worker_identity().rpartition(":")[0]
+    TrainingJob.objects.filter(pk=job.pk).update(worker=f"{host}:{dead_pid()}")
+    second_start = first_start + timedelta(hours=2)
+    jobs.training_job_start(job_id=job.pk, now=second_start)
+    jobs.training_job_resume_point(job=job, step=4)
+    log(5)
+    assert eta(second_start + timedelta(seconds=3)) is None, "one step of this attempt is no pace yet"
+    log(6)
+    # Steps 5 and 6 took 30 s each: 14 steps to go. The first attempt's start would have given over 14 hours.
+    assert eta(second_start + timedelta(seconds=60)) == 30 * 14
 
 
 def test_success_registers_one_variant_and_queues_its_round_on_the_held_out_prompts(rated_campaign) -> None:

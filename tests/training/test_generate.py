@@ -188,7 +188,7 @@ def test_it_generates_nothing_for_no_requests(tiny: tuple[PreTrainedModel, PreTr
 def test_generation_settings_default_to_sampling_and_round_trip_through_a_dict() -> None:
     settings = GenerationSettings.from_dict({"max_new_tokens": 32, "temperature": 0, "top_p": 1})
 
-    assert settings.to_dict() == {"max_new_tokens": 32, "temperature": 0.0, "top_p": 1.0}
+    assert settings.to_dict() == {"max_new_tokens": 32, "temperature": 0.0, "top_p": 1.0, "samples_per_prompt": 1}
     assert settings.greedy
     assert GenerationSettings.from_dict(settings.to_dict()) == settings
     defaults = GenerationSettings(max_new_tokens=96, temperature=0.7, top_p=0.95)
@@ -208,6 +208,9 @@ def test_generation_settings_default_to_sampling_and_round_trip_through_a_dict()
         ({"temperature": float("nan")}, "temperature must be a number"),
         ({"top_p": 0}, "top_p must be a number greater than 0 and at most 1, got 0"),
         ({"top_p": 1.5}, "top_p must be a number greater than 0 and at most 1"),
+        ({"samples_per_prompt": 0}, "samples_per_prompt must be an integer from 1 to 64, got 0"),
+        ({"samples_per_prompt": 65}, "samples_per_prompt must be an integer from 1 to 64, got 65"),
+        ({"samples_per_prompt": 2.0}, "samples_per_prompt must be an integer"),
         ({"top_k": 5}, r"unknown generation setting key\(s\): top_k; known: max_new_tokens, temperature, "),
     ],
 )
@@ -307,6 +310,21 @@ def test_sampled_answers_of_a_shared_base_are_reproduced_by_generate_on_that_ada
     assert without_latency(together["b"]) == without_latency(alone)
     assert list(together) == ["b", "a"]
     assert [r.text for r in together["a"]] != [r.text for r in together["b"]]
+
+
+def test_each_variant_answers_as_many_samples_as_its_own_settings_ask_for(tiny_model_dir: Path) -> None:
+    loaded = load_base_with_adapters(str(tiny_model_dir), {"two": None, "one": None}, device="cpu")
+    requests = requests_for(QUESTIONS[:2])
+    settings = {"two": GenerationSettings(max_new_tokens=4, samples_per_prompt=2), "one": GenerationSettings(4)}
+
+    results = generate_for_variants(loaded, loaded.tokenizer, {"two": requests, "one": requests}, settings, seed=7)
+
+    assert [(r.key, r.sample_index) for r in results["two"]] == [("q0", 0), ("q0", 1), ("q1", 0), ("q1", 1)]
+    assert [(r.key, r.sample_index) for r in results["one"]] == [("q0", 0), ("q1", 0)]
+    overridden = generate_for_variants(
+        loaded, loaded.tokenizer, {"two": requests}, settings, seed=7, samples_per_prompt=1
+    )
+    assert [r.sample_index for r in overridden["two"]] == [0, 0]
 
 
 def test_a_four_bit_base_carries_several_adapters(tiny_model_dir: Path, adapters: dict[str, str]) -> None:

@@ -1,14 +1,22 @@
-"""The generation and indexing tasks, run in this process on the tiny model: a redelivered task fills only what is
-missing, and a retrieval variant's answers carry the passages its prompt was given."""
+"""The generation and indexing tasks on the tiny model: a redelivered task fills only what is missing (in this
+process, and on a real worker whose process is killed mid-job), each variant answers as many samples as it asks
+for, a worker set to vLLM without vLLM fails the job whole, and a retrieval variant's answers carry the passages
+its prompt was given."""
 
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from evaluator import retrieval, services
 from evaluator.models import Candidate, Comparison, DocumentCollection, GenerationJob, JobStatus
 from tests import factories
+from tests.conftest import database_url, start_worker, wait_until_ready
+from training import vllm_backend
 from workers.tasks import candidate_seed, generate_candidates, index_collection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,14 +24,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SHORT = {"max_new_tokens": 6, "temperature": 0.8, "top_p": 0.95}
 
 
-def queued_generation(campaign, variants, samples_per_prompt: int = 1) -> GenerationJob:
-    """A queued job whose task this test runs itself (no broker message, so no worker races it)."""
-    job = GenerationJob.objects.create(
-        campaign=campaign,
-        samples_per_prompt=samples_per_prompt,
-        total=campaign.prompts.count() * len(variants) * samples_per_prompt,
-    )
+def queued_generation(campaign, variants, samples_per_prompt: int | None = None) -> GenerationJob:
+    """A queued job whose task this test runs itself (no broker message, so no worker races it); without
+    `samples_per_prompt` each variant gives its own count."""
+    job = GenerationJob.objects.create(campaign=campaign, samples_per_prompt=samples_per_prompt)
     job.variants.set(variants)
+    job.total = campaign.prompts.count() * sum(services.generation_job_samples(job=job).values())
+    job.save(update_fields=["total"])
     return job
 
 
@@ -83,6 +90,110 @@ def test_a_finished_generation_job_delivered_again_does_nothing(tiny_model_dir: 
     before = list(Candidate.objects.order_by("pk").values_list("pk", "text"))
     generate_candidates.run(job.pk)
     assert list(Candidate.objects.order_by("pk").values_list("pk", "text")) == before
+
+
+def test_each_variant_answers_its_own_number_of_samples_and_every_answer_is_paired(tiny_model_dir: Path) -> None:
+    campaign = factories.campaign()
+    for _ in range(2):
+        factories.prompt(campaign)
+    sampled = factories.variant(base_model=str(tiny_model_dir), generation_settings={**SHORT, "samples_per_prompt": 3})
+    greedy = factories.variant(base_model=str(tiny_model_dir), generation_settings={**SHORT, "temperature": 0.0})
+    job = queued_generation(campaign, [sampled, greedy])
+
+    generate_candidates.run(job.pk)
+
+    assert sorted(sampled.candidates.values_list("sample_index", flat=True)) == [0, 0, 1, 1, 2, 2]
+    assert list(greedy.candidates.values_list("sample_index", flat=True)) == [0, 0]
+    assert {c.generation_settings["samples_per_prompt"] for c in sampled.candidates.all()} == {3}
+    # Each of the three sampled answers meets the greedy variant's one answer to the same prompt.
+    comparisons = Comparison.objects.filter(campaign=campaign)
+    assert comparisons.count() == 2 * 3
+    assert all(c.candidate_a.prompt_id == c.candidate_b.prompt_id == c.prompt_id for c in comparisons)
+    paired = set(comparisons.values_list("candidate_a", flat=True))
+    assert paired == set(sampled.candidates.values_list("pk", flat=True))
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.done == job.total == 2 * (3 + 1)
+
+
+def test_a_worker_set_to_vllm_without_vllm_fails_the_job_saying_how_to_install_it(
+    tiny_model_dir: Path, settings
+) -> None:
+    if vllm_backend.available():
+        pytest.skip("vLLM is installed here")
+    settings.PREFLOOP_GENERATION_BACKEND = "vllm"
+    campaign = factories.campaign()
+    factories.prompt(campaign)
+    variants = [factories.variant(base_model=str(tiny_model_dir), generation_settings=SHORT) for _ in range(2)]
+    job = queued_generation(campaign, variants)
+
+    with pytest.raises(vllm_backend.VLLMUnavailableError):
+        generate_candidates.run(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.finished_at is not None
+    assert "vLLM, which is not installed here: run `pip install vllm` on a CUDA GPU worker" in job.error
+    assert "or set PREFLOOP_GENERATION_BACKEND=transformers" in job.error
+    assert not Candidate.objects.exists() and not Comparison.objects.exists()
+
+
+def pool_children(pid: int) -> list[int]:
+    """The child processes of a Celery worker's main process: its pool, one process at concurrency 1."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.worker
+def test_a_generation_task_whose_worker_process_is_killed_is_redelivered_and_fills_only_the_gaps(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    campaign = factories.campaign()
+    for _ in range(8):
+        factories.prompt(campaign)
+    # Answered one at a time (batch size 1), so that each variant's 16 answers take seconds and the worker can be
+    # killed between the first variant's answers being stored and the second's.
+    settings_ = {**SHORT, "max_new_tokens": 16, "samples_per_prompt": 2}
+    first, second = (factories.variant(base_model=str(tiny_model_dir), generation_settings=settings_) for _ in "ab")
+    job = queued_generation(campaign, [first, second])
+    queue = f"generation-redelivery-{os.getpid()}"  # a queue of its own: no other test worker takes the task
+    env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict), "PREFLOOP_GENERATION_BATCH_SIZE": "1"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = start_worker(env, log, "--hostname", f"{queue}@%h", queues=queue)
+        try:
+            wait_until_ready(log_path, worker)
+            generate_candidates.apply_async((job.pk,), queue=queue)
+            deadline = time.monotonic() + 180
+            while (stored := Candidate.objects.count()) < 16:
+                assert time.monotonic() < deadline, f"no answers stored in time:\n{log_path.read_text()[-3000:]}"
+                time.sleep(0.05)
+            assert stored < 32, "the job ended before its worker process could be killed"
+            kept = dict(Candidate.objects.values_list("pk", "text"))
+            [child] = pool_children(worker.pid)
+            os.kill(child, signal.SIGKILL)
+
+            # The worker's main process sees its child lost and puts the task back (late ack, reject on worker
+            # lost); a fresh child takes it and generates only the missing answers.
+            deadline = time.monotonic() + 300
+            while GenerationJob.objects.get(pk=job.pk).status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                assert time.monotonic() < deadline, f"the job did not finish:\n{log_path.read_text()[-3000:]}"
+                time.sleep(0.2)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.done == job.total == Candidate.objects.count() == 8 * 2 * 2
+    assert all(Candidate.objects.get(pk=pk).text == text for pk, text in kept.items()), "stored answers are kept"
+    assert Comparison.objects.filter(campaign=campaign).count() == job.comparisons_created == 8 * 2
+    text = log_path.read_text()
+    assert "WorkerLostError" in text and "signal 9 (SIGKILL)" in text
+    # The first delivery set out to answer both variants; the redelivered one only the variant it had not stored.
+    assert text.count(f"16 answers of variant {first.pk} to generate") == 1
+    assert text.count(f"16 answers of variant {second.pk} to generate") == 2
+    assert text.count("succeeded in") == 1, "the job was done once, by the redelivered task"
 
 
 def test_a_retrieval_variant_answers_with_the_passages_retrieved_for_its_prompt(tiny_model_dir: Path) -> None:

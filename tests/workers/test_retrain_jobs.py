@@ -5,8 +5,6 @@ checkpoint and registers its variant once."""
 import hashlib
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from safetensors.torch import load_file
 from evaluator import services
 from evaluator.models import Comparison, GenerationJob, JobStatus, ModelVariant, TrainingJob
 from tests import factories
+from tests.conftest import wait_until
 from tests.evaluator.test_the_loop import logged_in, post_form
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -26,15 +25,6 @@ TRAINING = {
     "max_length": 96,
     "qlora": {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
 }
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def base_digest(model_dir: Path) -> str:

@@ -1,7 +1,8 @@
 """Export raw judgements: `python manage.py export_judgements --campaign NAME --format csv|jsonl|parquet [--out FILE]`.
 
 One row per judgement × criterion (docs/formats.md); written to stdout when --out is not given. Every judgement
-is exported, gold items included (see the is_gold column).
+is exported, gold items included (see the is_gold column), except simulated ones (a scripted annotator's, from
+bench/loop.py): add --include-simulated for those (see the is_simulated column).
 """
 
 from collections.abc import Iterable
@@ -12,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluator.exports import RAW_FORMATS, judgements_export
 from evaluator.models import Campaign
+from evaluator.selectors import VoteFilters
 
 
 class Command(BaseCommand):
@@ -21,12 +23,16 @@ class Command(BaseCommand):
         parser.add_argument("--campaign", required=True, help="Campaign name.")
         parser.add_argument("--format", required=True, choices=RAW_FORMATS)
         parser.add_argument("--out", type=Path, help="Output file; stdout when left out.")
+        parser.add_argument(
+            "--include-simulated", action="store_true", help="Also export judgements of scripted annotators."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         campaign = Campaign.objects.filter(name=options["campaign"]).first()
         if campaign is None:
             raise CommandError(f"no campaign named {options['campaign']!r}")
-        chunks = judgements_export(campaign=campaign, file_format=options["format"])
+        filters = VoteFilters(exclude_gold=False, include_simulated=options["include_simulated"])
+        chunks = judgements_export(campaign=campaign, file_format=options["format"], filters=filters)
         write_chunks(chunks, options["out"], self.stdout)
 
 

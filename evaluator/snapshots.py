@@ -1,0 +1,93 @@
+"""Statistics snapshots: a campaign's statistics under the page's filters, frozen by a worker so they can be cited.
+
+A researcher asks for one on the statistics page (`statistics_snapshot_queue`); the `build_statistics_snapshot`
+task on the default queue takes it (`statistics_snapshot_start`), computes it with the page's own selector and
+stores the `export_stats` JSON plus a `snapshot` key (`statistics_snapshot_build`), or records why it could not
+(`statistics_snapshot_fail`). The row holds the truth: a redelivered task builds a snapshot at most once more and
+never after it has ended.
+"""
+
+import hashlib
+
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.db import transaction
+from django.utils import timezone
+
+from evaluator import selectors
+from evaluator.assignments import ServiceError
+from evaluator.exports import statistics_json_bytes
+from evaluator.models import Campaign, JobStatus, StatisticsSnapshot
+from evaluator.selectors import VoteFilters
+
+# The statistics page's bootstrap rounds: a snapshot shows the page's intervals, not new ones.
+SNAPSHOT_N_BOOT = 1000
+
+
+def statistics_snapshot_queue(
+    *,
+    campaign: Campaign,
+    filters: VoteFilters,
+    prompt_level: bool = False,
+    created_by: AbstractBaseUser | None = None,
+) -> StatisticsSnapshot:
+    """Queue a snapshot of the campaign's statistics under `filters`; a worker computes it after the commit."""
+    from workers.tasks import build_statistics_snapshot
+
+    if filters.since and filters.until and filters.since > filters.until:
+        raise ServiceError("The start date is after the end date.")
+    if filters.annotator_group and not Group.objects.filter(name=filters.annotator_group).exists():
+        raise ServiceError(f"There is no annotator group named “{filters.annotator_group}”.")
+    with transaction.atomic():
+        snapshot = StatisticsSnapshot.objects.create(
+            campaign=campaign,
+            filters=filters.to_json(),
+            prompt_level=prompt_level,
+            n_boot=SNAPSHOT_N_BOOT,
+            created_by=created_by,
+        )
+        build_statistics_snapshot.delay_on_commit(snapshot.pk)
+    return snapshot
+
+
+def statistics_snapshot_start(*, snapshot_id: int) -> StatisticsSnapshot | None:
+    """Mark a queued (or redelivered running) snapshot running; None when it has ended or is gone."""
+    updated = StatisticsSnapshot.objects.filter(
+        pk=snapshot_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+    ).update(status=JobStatus.RUNNING)
+    return StatisticsSnapshot.objects.select_related("campaign", "created_by").get(pk=snapshot_id) if updated else None
+
+
+def statistics_snapshot_build(*, snapshot: StatisticsSnapshot) -> bool:
+    """Compute the snapshot's statistics as the page does and store them; False when it ended meanwhile.
+
+    ValueError when its stored filters cannot be read back.
+    """
+    filters = VoteFilters.from_json(snapshot.filters)
+    report = selectors.campaign_statistics_json(
+        campaign=snapshot.campaign, filters=filters, prompt_level=snapshot.prompt_level, n_boot=snapshot.n_boot
+    )
+    now = timezone.now()
+    report["snapshot"] = {
+        "id": snapshot.pk,
+        "campaign": snapshot.campaign.name,
+        "filters": filters.to_json(),
+        "view": "prompt" if snapshot.prompt_level else "judgement",
+        "n_boot": snapshot.n_boot,
+        "created_by": snapshot.created_by.get_username() if snapshot.created_by else None,
+        "created_at": snapshot.created_at.isoformat(),
+        "computed_at": now.isoformat(),
+    }
+    payload = statistics_json_bytes(report)
+    updated = StatisticsSnapshot.objects.filter(pk=snapshot.pk, status=JobStatus.RUNNING).update(
+        status=JobStatus.SUCCEEDED,
+        payload=payload.decode(),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        finished_at=now,
+    )
+    return bool(updated)
+
+
+def statistics_snapshot_fail(*, snapshot_id: int, error: str) -> None:
+    StatisticsSnapshot.objects.filter(pk=snapshot_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        status=JobStatus.FAILED, error=error[:5000], finished_at=timezone.now()
+    )
