@@ -282,7 +282,8 @@ def judgement_submit(
         )
         if assignment is None or assignment.annotator_id != annotator.pk:
             raise PermissionDenied("This task is not yours.")
-        existing = Judgement.objects.filter(assignment=assignment).first()
+        # A judgement completes its assignment in the same transaction: only a completed one can have one.
+        existing = Judgement.objects.filter(assignment=assignment).first() if assignment.completed_at else None
         if existing:
             return existing
         if assignment.skipped_at is not None:

@@ -158,7 +158,11 @@
 
   // After HTMX swaps in the next pair (or the done message), keyboard focus moves to its first row.
   document.addEventListener("htmx:afterSwap", function (event) {
-    if (event.target && event.target.id === "pair") keyedSinceSwap = false;
+    if (!event.target || event.target.id !== "pair") return;
+    keyedSinceSwap = false;
+    // HTMX wires up swapped-in forms only when they settle; a key pressed before that (Enter, or Enter in the
+    // skip reason) would post the form natively and reload the page. Wire them now; HTMX skips them later.
+    window.htmx.process(event.target);
   });
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.target && event.target.id === "pair" && !keyedSinceSwap) start();
