@@ -40,8 +40,8 @@ Why the repetition rule is the default: a round of DPO on a few dozen pairs teac
 itself less on prompts it never saw (a change in how it writes, whatever the prompt), while mentioning each new
 prompt's key term is a skill it cannot pick up from them: under --rule key-term the child mentions key terms no
 more often than its parent, and what it wins it wins on finished sentences. With these defaults the repetition
-rule gave p 1e-7 to 2e-6 per prompt at seed 0 (CPU training is not bit-for-bit repeatable), 7e-5 at seed 1 (on
-SQLite) and 2e-5 at seed 2, in 65 to 90 s a run.
+rule gave p 1e-7 to 2e-5 per prompt at seed 0 (CPU training is not bit-for-bit repeatable), 7e-5 at seed 1 (on
+SQLite) and 2e-5 at seed 2, in 65 to 95 s a run.
 """
 
 from __future__ import annotations
