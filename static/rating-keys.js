@@ -1,4 +1,4 @@
-/* Keyboard-only rating: rows by ↑/↓, j/k or 1–6; a/s/d (←/→) choose left/tie/right, b "both bad" where the
+/* Keyboard-only rating: rows by ↑/↓, j/k or 1–9; a/s/d (←/→) choose left/tie/right, b "both bad" where the
  * campaign offers it; Enter submits when complete; x opens the skip form and focuses its reason; f/g open the
  * left/right answer's flag form at its reason; Escape closes an open flag or skip form and goes back to the rows.
  * The radio inputs stay the real form controls: every shortcut checks and focuses one of them. */
