@@ -220,14 +220,18 @@ def run_loop(
         held_out = sorted(random.Random(args.seed).sample([row["id"] for row in prompts], held_out_count))
         training_prompts = list(Prompt.objects.filter(campaign=campaign).exclude(external_id__in=held_out))
 
-    with timed(phases, "generate_round_1"):
-        first = services.generation_job_queue(campaign=campaign, variants=[parent, other], prompts=training_prompts)
-        generate_candidates.run(first.pk)
-        _check_succeeded(GenerationJob.objects.get(pk=first.pk), "round 1 generation")
-    with timed(phases, "rate_round_1"):
-        rated_first = simulated_round_rate(
-            campaign=campaign, annotators=annotators, rule=args.rule, noise=args.noise, seed=args.seed
-        )
+    def generate_and_rate(job: GenerationJob, round_name: str) -> int:
+        """Run the round's generation job here, then have the scripted annotators rate what it paired."""
+        with timed(phases, f"generate_{round_name}"):
+            generate_candidates.run(job.pk)
+            _check_succeeded(GenerationJob.objects.get(pk=job.pk), f"{round_name.replace('_', ' ')} generation")
+        with timed(phases, f"rate_{round_name}"):
+            return simulated_round_rate(
+                campaign=campaign, annotators=annotators, rule=args.rule, noise=args.noise, seed=args.seed
+            )
+
+    first = services.generation_job_queue(campaign=campaign, variants=[parent, other], prompts=training_prompts)
+    rated_first = generate_and_rate(first, "round_1")
 
     with timed(phases, "train_dpo"):
         job = jobs.training_job_queue(
@@ -243,14 +247,7 @@ def run_loop(
         _check_succeeded(job, "the DPO job")
     child = job.result_variant
 
-    with timed(phases, "generate_round_2"):
-        second = GenerationJob.objects.get(training_job=job)
-        generate_candidates.run(second.pk)
-        _check_succeeded(GenerationJob.objects.get(pk=second.pk), "round 2 generation")
-    with timed(phases, "rate_round_2"):
-        rated_second = simulated_round_rate(
-            campaign=campaign, annotators=annotators, rule=args.rule, noise=args.noise, seed=args.seed
-        )
+    rated_second = generate_and_rate(GenerationJob.objects.get(training_job=job), "round_2")
 
     with timed(phases, "report"):
         result = round_report(child=child, parent=parent, other=other, held_out=held_out, rule=args.rule)

@@ -2,6 +2,8 @@
 
 import random
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -123,6 +125,11 @@ class JobStatus(models.TextChoices):
 
 
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def any_unfinished(jobs: Iterable[Any]) -> bool:
+    """Whether any of the rows (anything with a JobStatus `status`) is queued or running: a list worth polling."""
+    return any(job.status not in FINISHED_STATUSES for job in jobs)
 
 
 def _status_constraints(prefix: str) -> list[models.BaseConstraint]:

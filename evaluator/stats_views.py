@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from evaluator import selectors, services
 from evaluator.forms import StatisticsFilterForm
-from evaluator.models import Campaign, JobStatus, StatisticsSnapshot
+from evaluator.models import Campaign, JobStatus, StatisticsSnapshot, any_unfinished
 from evaluator.roles import ADMIN, RESEARCHER, role_required
 from evaluator.views import form_errors
 
@@ -44,7 +44,7 @@ def statistics_snapshots_live(request: HttpRequest, campaign_id: int) -> HttpRes
     """The campaign's snapshots, polled by the statistics page while one is being built; 286 stops the polling."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     snapshots = selectors.statistics_snapshots_recent(campaign=campaign)
-    pending = any(snapshot.status in (JobStatus.QUEUED, JobStatus.RUNNING) for snapshot in snapshots)
+    pending = any_unfinished(snapshots)
     context = {"campaign": campaign, "snapshots": snapshots}
     return render(request, "stats/_snapshots.html", context, status=200 if pending else 286)
 

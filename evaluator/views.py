@@ -19,7 +19,7 @@ from evaluator.forms import (
     StatisticsFilterForm,
     VariantForm,
 )
-from evaluator.models import AnswerFlag, Assignment, Campaign, Candidate, JobStatus, ModelVariant
+from evaluator.models import AnswerFlag, Assignment, Campaign, Candidate, ModelVariant, any_unfinished
 from evaluator.prompt_files import PromptFileError
 from evaluator.reports import statistics_report
 from evaluator.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required, user_roles
@@ -92,11 +92,9 @@ def _render_assignment(
 
 def _passages(candidate: Candidate) -> list[dict[str, str]]:
     """A retrieval answer's passages as document name and text only (no chunk numbers, scores or ids)."""
-    rows = candidate.retrieved if isinstance(candidate.retrieved, list) else []
     return [
-        {"document": str(row.get("document", "")), "text": str(row.get("text", ""))}
-        for row in rows
-        if isinstance(row, dict) and row.get("text")
+        {"document": passage["document"], "text": passage["text"]}
+        for passage in selectors.retrieved_passages(candidate.retrieved)
     ]
 
 
@@ -291,7 +289,7 @@ def generation_jobs_live(request: HttpRequest, campaign_id: int) -> HttpResponse
     """The campaign's generation jobs with their progress, polled by the campaign page; 286 stops the polling."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     jobs = selectors.generation_jobs_recent(campaign=campaign)
-    running = any(job.status in (JobStatus.QUEUED, JobStatus.RUNNING) for job in jobs)
+    running = any_unfinished(jobs)
     return render(request, "manage/_generation_jobs.html", {"generation_jobs": jobs}, status=200 if running else 286)
 
 

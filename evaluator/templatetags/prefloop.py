@@ -1,9 +1,10 @@
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from django import template
 from django.utils.safestring import SafeString
 
+from evaluator.models import any_unfinished
 from evaluator.rendering import render_markdown
 
 register = template.Library()
@@ -32,7 +33,4 @@ def get_item(mapping: Mapping[str, Any], key: str) -> Any:
     return mapping.get(key) if isinstance(mapping, Mapping) else None
 
 
-@register.filter
-def any_pending(jobs: Iterable[Any]) -> bool:
-    """Whether any of the jobs (anything with a JobStatus `status`) is queued or running: a list worth polling."""
-    return any(job.status in ("queued", "running") for job in jobs)
+register.filter("any_pending", any_unfinished)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests.conftest import database_url
+
 REPO = Path(__file__).resolve().parent.parent.parent
 PHASES = ("migrate", "seed", "generate_round_1", "rate_round_1", "train_dpo", "generate_round_2", "rate_round_2")
 
@@ -18,7 +20,8 @@ def test_the_quick_loop_generates_rates_retrains_and_rates_the_new_round(tiny_mo
     db = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/postgres",
+        # The server of the test database: the bench makes and drops a throwaway database of its own there.
+        "DATABASE_URL": database_url({**db, "NAME": "postgres"}),
         "PREFLOOP_TINY_MODEL_DIR": str(tiny_model_dir),
     }
     done = subprocess.run(

@@ -115,11 +115,10 @@ def test_each_variant_answers_its_own_number_of_samples_and_every_answer_is_pair
     assert job.status == JobStatus.SUCCEEDED and job.done == job.total == 2 * (3 + 1)
 
 
+@pytest.mark.skipif(vllm_backend.available(), reason="vLLM is installed here; the test is about a worker without it")
 def test_a_worker_set_to_vllm_without_vllm_fails_the_job_saying_how_to_install_it(
     tiny_model_dir: Path, settings
 ) -> None:
-    if vllm_backend.available():
-        pytest.skip("vLLM is installed here")
     settings.PREFLOOP_GENERATION_BACKEND = "vllm"
     campaign = factories.campaign()
     factories.prompt(campaign)
