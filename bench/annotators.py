@@ -11,6 +11,8 @@ each, `--sessions` threads with one keep-alive `http.client` connection and one 
 
 - baseline: GET /healthz — Prefloop's most trivial Django view (plain "ok" through the whole middleware stack,
   no query): what the server, the client and the machine can do at best;
+- signed-in floor: GET / as the annotator, which reads the session, the user and their roles (three queries)
+  and redirects to /rate/: the least any rating request costs before it claims or stores anything;
 - rating: GET /rate/ (claims the next comparison) then POST its form (CSRF token read from the page), the
   redirect back to /rate/ being the next loop's GET: the page without JavaScript;
 - rating over HTMX: what the page does in a browser: POST the form with `HX-Request`, which stores the
@@ -81,6 +83,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         _load(port, cookies, 2, _baseline_loop)  # warm-up, not measured: imports, connections, templates
         servers = [gunicorn.pid, *_children(gunicorn.pid)]
         baseline = _load(port, cookies, args.seconds, _baseline_loop, servers)
+        floor = _load(port, cookies, args.seconds, _signed_in_loop, servers)
         rating = _load(port, cookies, args.seconds, _rating_loop, servers)
         htmx = _load(port, cookies, args.seconds, _htmx_rating_loop, servers)
         claims = _claim_latency(args.small, args.large)
@@ -97,6 +100,8 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "seconds": args.seconds,
         "gunicorn": f"{args.workers} gthread workers × {args.threads} threads",
         "baseline_get_healthz": baseline,
+        "signed_in_floor_get_home": floor,
+        "floor_to_baseline_requests_ratio": round(floor["requests_per_s"] / baseline["requests_per_s"], 3),
         "rating_get_and_post": rating,
         "rating_htmx_post": htmx,
         "rating_to_baseline_requests_ratio": round(rating["requests_per_s"] / baseline["requests_per_s"], 3),
@@ -331,6 +336,14 @@ def _baseline_loop(connection, jar, latencies, state) -> int:
     status, body = _request(connection, jar, latencies, "GET", "/healthz")
     if status != 200 or body != "ok":
         raise RuntimeError(f"GET /healthz → {status} {body[:80]!r}")
+    return 0
+
+
+def _signed_in_loop(connection, jar, latencies, state) -> int:
+    """The cheapest answer a signed-in annotator can get: session, user and roles read, a redirect to /rate/."""
+    status, _ = _request(connection, jar, latencies, "GET", "/")
+    if status != 302:
+        raise RuntimeError(f"GET / → {status}")
     return 0
 
 

@@ -40,7 +40,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from evaluator import progress
@@ -95,15 +95,21 @@ def assignment_next(*, annotator: AbstractBaseUser, now: datetime | None = None)
 
 
 def _open_assignment(annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
-    return (
+    # Its id first: usually there is none (the last pair was just submitted), and the five-table select that the
+    # pair page needs costs more to build than to run.
+    open_id = (
         Assignment.objects.filter(
             annotator=annotator, completed_at__isnull=True, released=False, lease_expires_at__gt=now
         )
-        .select_related("comparison__campaign", "comparison__prompt", "comparison__candidate_a")
-        .select_related("comparison__candidate_b")
         .order_by("created_at")
+        .values_list("pk", flat=True)
         .first()
     )
+    if open_id is None:
+        return None
+    return Assignment.objects.select_related(
+        "comparison__campaign", "comparison__prompt", "comparison__candidate_a", "comparison__candidate_b"
+    ).get(pk=open_id)
 
 
 def _quota_used(campaign: Campaign, annotator: AbstractBaseUser, now: datetime) -> int:
@@ -152,31 +158,30 @@ def _candidate_batches(campaign: Campaign, annotator: AbstractBaseUser, *, gold:
             yield ids
         return
     # Random: the emptiest comparisons first (breadth before depth), in rank_key order from a random point.
-    # Each fill level is one range of the (campaign, live_assignments, rank_key) index; empty levels are
-    # jumped over by asking the index for the next level that has rows.
+    # Each fill level is one range of the (campaign, live_assignments, rank_key) index, found by the same query
+    # (a subquery asks the index for the lowest level above the last one that has rows).
     open_pool = pool.filter(live_assignments__lt=campaign.overlap)
     level = -1
     while True:
-        next_level = (
-            open_pool.filter(live_assignments__gt=level)
-            .order_by("live_assignments", "rank_key")
-            .values_list("live_assignments", flat=True)
-            .first()
-        )
-        if next_level is None:
-            return
-        level = next_level
+        lowest = open_pool.filter(live_assignments__gt=level).order_by("live_assignments", "rank_key")
+        same_level = pool.filter(live_assignments=Subquery(lowest.values("live_assignments")[:1]))
         start = random.random()  # noqa: S311 - a shuffle, not a secret
-        same_level = pool.filter(live_assignments=level)
-        ids = _ids(same_level.filter(rank_key__gte=start).order_by("rank_key"), size)
-        if len(ids) < size:
-            ids += _ids(same_level.filter(rank_key__lt=start).order_by("rank_key"), size - len(ids))
-        if ids:
-            yield ids
+        rows = _rows(same_level.filter(rank_key__gte=start).order_by("rank_key"), size)
+        if len(rows) < size:
+            rows += _rows(same_level.filter(rank_key__lt=start).order_by("rank_key"), size - len(rows))
+        if not rows:
+            return
+        level = rows[0][1]
+        yield [pk for pk, _ in rows]
 
 
 def _ids(queryset: QuerySet[Comparison], limit: int) -> list[int]:
     return list(queryset.values_list("pk", flat=True)[:limit])
+
+
+def _rows(queryset: QuerySet[Comparison], limit: int) -> list[tuple[int, int]]:
+    """(id, live_assignments) of the first `limit` comparisons."""
+    return list(queryset.values_list("pk", "live_assignments")[:limit])
 
 
 def _claim_first_free(

@@ -2,9 +2,9 @@
 
 Counting a campaign's comparisons and judgements costs time in proportion to the campaign (a million comparisons:
 tens of milliseconds), on the most frequent page of the app. The two counts are kept in Django's cache for
-PROGRESS_SECONDS instead; a judgement stored through the engine adds itself to its process's cached count at once.
-With several server processes (and the default per-process cache) another process's page may lag by the
-judgements of the last PROGRESS_SECONDS: fine for a progress line, which is all this is used for.
+PROGRESS_SECONDS instead; a judgement stored through the engine adds itself to the cached count at once. With the
+shared cache (CACHE_URL) every process sees that count; with the default per-process cache another process's page
+may lag by the judgements of the last PROGRESS_SECONDS: fine for a progress line, which is all this is used for.
 """
 
 from contextlib import suppress
@@ -38,6 +38,6 @@ def campaign_percent_done(*, campaign: Campaign) -> int:
 
 
 def campaign_judgement_counted(*, campaign: Campaign) -> None:
-    """One more judgement in the campaign: this process's cached count follows at once (no-op when not cached)."""
+    """One more judgement in the campaign: the cached count follows at once (no-op when not cached)."""
     with suppress(ValueError):  # not cached: the next page counts afresh
         cache.incr(_keys(campaign)[0])

@@ -96,6 +96,16 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# A cache every process shares where CACHE_URL names a Redis database: sessions are read from it (written through
+# to the database, so a logout ends them everywhere), and progress counts and API throttles hold across processes.
+# Without it, each process caches in its own memory and sessions live in the database alone.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL:
+    if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not {CACHE_URL!r}")
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -175,12 +185,14 @@ if PRODUCTION:
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
+        # Its exchange table too, or kombu writes it to ./control wherever the worker was started.
+        "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
