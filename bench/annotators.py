@@ -1,7 +1,7 @@
 """Many annotators rating at once over HTTP, and the cost of one claim with 10k against 1M comparisons.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/annotators.py \
-        [--sessions 64] [--seconds 15] [--workers 2] [--threads 8] [--small 10000] [--large 1000000]
+        [--sessions 64] [--seconds 15] [--workers 2] [--threads 8] [--small 10000] [--large 1000000] [--think 5]
 
 DATABASE_URL names the server (any database on it). The script creates a throwaway database
 `prefloop_bench_annotators`, migrates it, seeds annotators (logged in by writing their sessions straight into
@@ -16,7 +16,11 @@ each, `--sessions` threads with one keep-alive `http.client` connection and one 
 - rating: GET /rate/ (claims the next comparison) then POST its form (CSRF token read from the page), the
   redirect back to /rate/ being the next loop's GET: the page without JavaScript;
 - rating over HTMX: what the page does in a browser: POST the form with `HX-Request`, which stores the
-  judgement and answers with the next pair (one request a judgement).
+  judgement and answers with the next pair (one request a judgement);
+- rating over HTMX at a human pace, for 2 × `--seconds`: the same, each session pausing `--think` seconds on
+  average (uniform over ±50 %) after each pair, as an annotator reading two answers would, on a new connection
+  after each pause (the server closes idle keep-alive connections after 2 s): the latency an
+  annotator sees when the server is not saturated (the loads above never pause, so theirs is mostly queueing).
 
 It then times the service call `services.assignment_next` in-process for 300 fresh annotators against a
 campaign of `--small` comparisons and the same campaign grown to `--large` (rows made with generate_series).
@@ -36,6 +40,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -63,7 +68,8 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     _admin(server, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
     _admin(server, f"CREATE DATABASE {BENCH_DB}")
     var_dir = Path(os.environ.get("PREFLOOP_VAR_DIR", "/tmp/prefloop-bench-annotators"))  # noqa: S108 - scratch
-    env = {**os.environ, "DATABASE_URL": bench_url, "PREFLOOP_VAR_DIR": str(var_dir)}
+    # Database connections kept for the whole run: backends live as long as the loads, so their CPU is all counted.
+    env = {**os.environ, "DATABASE_URL": bench_url, "PREFLOOP_VAR_DIR": str(var_dir), "DATABASE_CONN_MAX_AGE": "3600"}
     os.environ.update(DATABASE_URL=bench_url, PREFLOOP_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="prefloop.settings")
     gunicorn = None
     try:
@@ -86,6 +92,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         floor = _load(port, cookies, args.seconds, _signed_in_loop, servers)
         rating = _load(port, cookies, args.seconds, _rating_loop, servers)
         htmx = _load(port, cookies, args.seconds, _htmx_rating_loop, servers)
+        paced = _load(port, cookies, 2 * args.seconds, _human_paced(_htmx_rating_loop, args.think), servers)
         claims = _claim_latency(args.small, args.large)
     finally:
         if gunicorn:
@@ -104,6 +111,7 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "floor_to_baseline_requests_ratio": round(floor["requests_per_s"] / baseline["requests_per_s"], 3),
         "rating_get_and_post": rating,
         "rating_htmx_post": htmx,
+        "rating_htmx_at_human_pace": {"think_seconds": args.think, **paced},
         "rating_to_baseline_requests_ratio": round(rating["requests_per_s"] / baseline["requests_per_s"], 3),
         "claim_latency": claims,
         "htmx_to_baseline_requests_ratio": round(htmx["requests_per_s"] / baseline["requests_per_s"], 3),
@@ -237,16 +245,21 @@ def psycopg_connect():
     return psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of the processes (all their threads) so far, from /proc; gone processes count 0."""
-    total = 0
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process (all its threads) so far, from /proc; gone processes left out."""
+    seconds = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / os.sysconf("SC_CLK_TCK")
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5))
+    return seconds
+
+
+def _cpu_spent(before: dict[int, float], pids: list[int]) -> float:
+    """CPU seconds the processes spent since `before`; a process started since then counts from its start."""
+    return sum(now - before.get(pid, 0.0) for pid, now in _cpu_seconds(pids).items())
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -270,7 +283,8 @@ def _load(port: int, cookies: list[str], seconds: float, loop, servers: list[int
     def run(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         jar = {"sessionid": cookies[index]}
-        state: dict[str, str] = {}  # what a loop carries from one round to the next (the HTMX loop's next pair)
+        # What a loop carries from one round to the next: the HTMX loop's next pair, when the load ends.
+        state: dict[str, object] = {"deadline": deadline}
         try:
             while time.monotonic() < deadline:
                 judged[index] += loop(connection, jar, latencies[index], state)
@@ -287,9 +301,9 @@ def _load(port: int, cookies: list[str], seconds: float, loop, servers: list[int
         thread.join(timeout=seconds + 60)
     elapsed = time.monotonic() - started
     client_cpu = time.process_time() - client_before
-    server_cpu = _cpu_seconds(servers) - server_before
+    server_cpu = _cpu_spent(server_before, servers)
     # Backends opened during the load (the first requests of each thread) are counted from their start.
-    database_cpu = _cpu_seconds(_database_backends()) - database_before
+    database_cpu = _cpu_spent(database_before, _database_backends())
     busy_after, ticks_after = _machine_busy()
     flat = sorted(value for per_thread in latencies for value in per_thread)
     per_request = 1000 / max(len(flat), 1)
@@ -373,6 +387,28 @@ def _htmx_rating_loop(connection, jar, latencies, state) -> int:
     return 1
 
 
+def _human_paced(loop, think: float):
+    """`loop` with an annotator's reading and choosing time after each round: `think` seconds on average
+    (uniform over ±50 %), sessions starting at random points of the first pause so they do not arrive together."""
+
+    def paced(connection, jar, latencies, state) -> int:
+        if "started" not in state:
+            state["started"] = True
+            _pause(random.uniform(0, think), state)
+        judged = loop(connection, jar, latencies, state)
+        _pause(random.uniform(0.5, 1.5) * think, state)
+        # The server closes a keep-alive connection idle for longer than gunicorn's keepalive (2 s), as it would a
+        # browser's: the next request opens a new one (http.client connects again after close()).
+        connection.close()
+        return judged
+
+    return paced
+
+
+def _pause(seconds: float, state) -> None:
+    time.sleep(max(0.0, min(seconds, state["deadline"] - time.monotonic())))
+
+
 def _next_pair(connection, jar, latencies) -> str:
     status, page = _request(connection, jar, latencies, "GET", "/rate/")
     if status != 200:
@@ -435,6 +471,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--think", type=float, default=5.0, help="mean seconds an annotator takes per pair")
     return parser.parse_args(argv)
 
 
