@@ -1,7 +1,7 @@
 """Many annotators rating at once over HTTP, and the cost of one claim with 10k against 1M comparisons.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/annotators.py \
-        [--sessions 64] [--seconds 15] [--workers 2] [--threads 8] [--small 10000] [--large 1000000] [--think 5]
+        [--sessions 64] [--seconds 15] [--workers 4] [--threads 4] [--small 10000] [--large 1000000] [--think 5]
 
 DATABASE_URL names the server (any database on it). The script creates a throwaway database
 `prefloop_bench_annotators`, migrates it, seeds annotators (logged in by writing their sessions straight into
@@ -467,8 +467,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--think", type=float, default=5.0, help="mean seconds an annotator takes per pair")
