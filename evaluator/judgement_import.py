@@ -142,6 +142,8 @@ def _text(line: int, record: Mapping[str, Any], name: str, *, allow_empty: bool 
         value = str(value)
     if not isinstance(value, str):
         raise JudgementFileError(line, name, f"must be a string, not {type(value).__name__}")
+    if "\x00" in value:
+        raise JudgementFileError(line, name, "contains a NUL character")
     if not allow_empty and not value.strip():
         raise JudgementFileError(line, name, "must not be empty")
     if ident and len(value.strip()) > NAME_LIMIT:
@@ -232,6 +234,8 @@ def _first_message(line: int, record: Mapping[str, Any], name: str, role: str) -
     for position, message in enumerate(conversation):
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise JudgementFileError(line, f"{name}[{position}]", 'must be an object with a string "content"')
+        if "\x00" in message["content"]:
+            raise JudgementFileError(line, f"{name}[{position}]", "contains a NUL character")
         if message.get("role") == role:
             return message["content"]
     return ""

@@ -89,6 +89,8 @@ def _row_from_mapping(line: int, record: dict[str, object]) -> PromptRow:
             value = str(value)
         if not isinstance(value, str):
             raise PromptFileError(line, f"field {field!r} must be a string, not {type(value).__name__}")
+        if "\x00" in value:
+            raise PromptFileError(line, f"field {field!r} contains a NUL character")
         values[field] = value.strip()
     for field in REQUIRED:
         if not values[field]:

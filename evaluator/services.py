@@ -231,7 +231,8 @@ def candidates_store(*, job: GenerationJob, variant: ModelVariant, generated: It
             prompt_id=item["prompt_id"],
             variant=variant,
             sample_index=item["sample_index"],
-            text=item["text"],
+            # PostgreSQL text cannot hold NUL, and a model may emit that byte: shown as U+FFFD instead.
+            text=item["text"].replace("\x00", "\ufffd"),
             generation_settings=item["generation_settings"],
             seed=item["seed"],
             prompt_tokens=item["prompt_tokens"],

@@ -49,11 +49,21 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_t
     try:
         status = wait_for_generation(tmp_path / "prefloop.sqlite3", worker)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop(worker)
         log.close()
     # Three variants (one retrieving from the indexed notes): three pairs per prompt.
     assert status == ("succeeded", 108, 108, 108)
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    """A warm shutdown, or a kill after 30 s: how the worker stops is not what this test is about (in one full run
+    its warm shutdown, asked for just after the task succeeded, outlasted 30 s)."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(timeout=30)
 
 
 def wait_for_generation(database: Path, worker: subprocess.Popen[bytes], timeout: float = 420) -> tuple:

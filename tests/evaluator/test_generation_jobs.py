@@ -93,3 +93,23 @@ def test_answers_pair_sample_for_sample_and_a_variant_with_fewer_samples_wraps_r
     }  # fmt: skip
     assert created == len(pairs) == 8
     assert services.comparisons_create(campaign=campaign, samples=samples) == 0
+
+
+def test_an_answer_with_a_nul_byte_is_stored_with_a_replacement_character() -> None:
+    # PostgreSQL text cannot hold NUL; a model can still emit that byte, and the batch must not fail for it.
+    campaign = factories.campaign()
+    question = factories.prompt(campaign)
+    variant = factories.variant()
+    job = services.generation_job_queue(campaign=campaign, variants=[variant, factories.variant()])
+    row = {
+        "prompt_id": question.pk,
+        "sample_index": 0,
+        "text": "before\x00after",
+        "generation_settings": {},
+        "seed": 1,
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "latency_ms": 5,
+    }
+    assert services.candidates_store(job=job, variant=variant, generated=[row]) == 1
+    assert variant.candidates.get().text == "before\ufffdafter"

@@ -169,6 +169,7 @@ def test_an_existing_campaign_prompt_and_variant_are_reused() -> None:
         ([prefloop_line(criteria=["a"])], 1, "criteria", "must be an object, not list"),
         ([prefloop_line(prompt=42)], 1, "prompt", "must be a string, not int"),
         ([prefloop_line(prompt="  ")], 1, "prompt", "must not be empty"),
+        ([prefloop_line(response_a="ok\x00")], 1, "response_a", "contains a NUL character"),
         ([{k: v for k, v in prefloop_line().items() if k != "response_b"}], 1, "response_b", "missing"),
         ([prefloop_line(model_b="alpha")], 1, "model_b", "the same model as model_a"),
         ([prefloop_line(shown_left="left")], 1, "shown_left", "must be 'a' or 'b'"),
@@ -190,6 +191,12 @@ def test_an_existing_campaign_prompt_and_variant_are_reused() -> None:
         ([arena_line(judge=None)], 1, "judge", "missing"),
         ([{k: v for k, v in arena_line().items() if k != "question_id"}], 1, "question_id", "missing"),
         ([arena_line(conversation_a="text")], 1, "conversation_a", "must be a list of messages"),
+        (
+            [arena_line(conversation_b=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\x00"}])],
+            1,
+            "conversation_b[1]",
+            "contains a NUL character",
+        ),
     ],
 )
 def test_every_error_names_the_line_and_the_field(lines, line, field, problem) -> None:

@@ -33,6 +33,8 @@ def test_it_parses_jsonl_and_csv_alike() -> None:
         ("p.csv", b"id,text\na,hello\n", 1, "the header lacks column(s) prompt"),
         ("p.csv", b"id,prompt\na,hello\nb,\n", 3, "field 'prompt' is missing or empty"),
         ("p.csv", b"id,prompt\na,hello,extra\n", 2, "more values than header columns"),
+        ("p.jsonl", b'{"id": "a", "prompt": "ok"}\n{"id": "b", "prompt": "a\\u0000b"}', 2, "'prompt' contains a NUL"),
+        ("p.csv", b"id,prompt,context\na,hello,x\x00y\n", 2, "field 'context' contains a NUL character"),
     ],
 )
 def test_a_malformed_file_gets_an_error_naming_the_line_and_the_problem(
