@@ -15,7 +15,14 @@ echo "Demo accounts (passwords are new on every start):"
 $BIN/python manage.py seed_demo
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  # On the filesystem broker the worker runs billiard's threaded pool, whose exit can wait forever on a queue lock
+  # that a recycled child left held: a warm shutdown gets 30 s, then the processes are killed.
+  for _ in $(seq 1 60); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT INT TERM
 
 # One worker for the GPU queue and the default queue; the settings give it one task at a time, each in a fresh

@@ -56,8 +56,9 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_t
 
 
 def stop(worker: subprocess.Popen[bytes]) -> None:
-    """A warm shutdown, or a kill after 30 s: how the worker stops is not what this test is about (in one full run
-    its warm shutdown, asked for just after the task succeeded, outlasted 30 s)."""
+    """A warm shutdown, or a kill after 30 s, as `make demo` stops it: on the filesystem broker the worker runs
+    billiard's threaded pool, whose exit can wait forever on a queue lock that a recycled child left held (seen once
+    in a full run: the main thread in ``Pool._help_stuff_finish``, on ``inqueue._rlock``)."""
     worker.terminate()
     try:
         worker.wait(timeout=30)
