@@ -108,15 +108,19 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "gunicorn": f"{args.workers} gthread workers × {args.threads} threads",
         "baseline_get_healthz": baseline,
         "signed_in_floor_get_home": floor,
-        "floor_to_baseline_requests_ratio": round(floor["requests_per_s"] / baseline["requests_per_s"], 3),
+        "floor_to_baseline_requests_ratio": _requests_ratio(floor, baseline),
         "rating_get_and_post": rating,
         "rating_htmx_post": htmx,
         "rating_htmx_at_human_pace": {"think_seconds": args.think, **paced},
-        "rating_to_baseline_requests_ratio": round(rating["requests_per_s"] / baseline["requests_per_s"], 3),
+        "rating_to_baseline_requests_ratio": _requests_ratio(rating, baseline),
         "claim_latency": claims,
-        "htmx_to_baseline_requests_ratio": round(htmx["requests_per_s"] / baseline["requests_per_s"], 3),
+        "htmx_to_baseline_requests_ratio": _requests_ratio(htmx, baseline),
         "targets": _targets(baseline, rating, htmx, claims),
     }
+
+
+def _requests_ratio(load: dict[str, float], baseline: dict[str, float]) -> float:
+    return round(load["requests_per_s"] / baseline["requests_per_s"], 3)
 
 
 def _targets(
@@ -283,7 +287,7 @@ def _load(port: int, cookies: list[str], seconds: float, loop, servers: list[int
     def run(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         jar = {"sessionid": cookies[index]}
-        # What a loop carries from one round to the next: the HTMX loop's next pair, when the load ends.
+        # What a loop carries from one round to the next (the HTMX loop's next pair), and the load's deadline.
         state: dict[str, object] = {"deadline": deadline}
         try:
             while time.monotonic() < deadline:

@@ -150,10 +150,10 @@ def _candidate_batches(campaign: Campaign, annotator: AbstractBaseUser, *, gold:
         pk__in=Assignment.objects.filter(annotator=annotator).values("comparison_id")
     )
     if campaign.selection == Selection.ACTIVE and not gold:
-        ids = _ids(
-            pool.filter(live_assignments__lt=campaign.overlap).order_by("judgement_count", "vote_margin", "rank_key"),
-            size,
+        least_settled_first = pool.filter(live_assignments__lt=campaign.overlap).order_by(
+            "judgement_count", "vote_margin", "rank_key"
         )
+        ids = _pks(_rows(least_settled_first, size))
         if ids:
             yield ids
         return
@@ -172,16 +172,16 @@ def _candidate_batches(campaign: Campaign, annotator: AbstractBaseUser, *, gold:
         if not rows:
             return
         level = rows[0][1]
-        yield [pk for pk, _ in rows]
-
-
-def _ids(queryset: QuerySet[Comparison], limit: int) -> list[int]:
-    return list(queryset.values_list("pk", flat=True)[:limit])
+        yield _pks(rows)
 
 
 def _rows(queryset: QuerySet[Comparison], limit: int) -> list[tuple[int, int]]:
     """(id, live_assignments) of the first `limit` comparisons."""
     return list(queryset.values_list("pk", "live_assignments")[:limit])
+
+
+def _pks(rows: list[tuple[int, int]]) -> list[int]:
+    return [pk for pk, _ in rows]
 
 
 def _claim_first_free(
