@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test test-fast lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ demo: venv
 test: venv
 	bash scripts/test.sh $(ARGS)
 
+# The inner loop: all but what needs a worker process, a browser, a server, real training or minutes of database
+# round trips (pyproject's markers); `make test` runs everything.
+test-fast: venv
+	bash scripts/test.sh -m "not worker and not browser and not server and not training and not slow" $(ARGS)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	DATABASE_URL=sqlite:///:memory: $(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 format: venv

@@ -22,7 +22,7 @@ each, `--sessions` threads with one keep-alive `http.client` connection and one 
   after each pause (the server closes idle keep-alive connections after 2 s): the latency an
   annotator sees when the server is not saturated (the loads above never pause, so theirs is mostly queueing).
 
-It then times the service call `services.assignment_next` in-process for 300 fresh annotators against a
+It then times the service call `assignment_next` in-process for 300 fresh annotators against a
 campaign of `--small` comparisons and the same campaign grown to `--large` (rows made with generate_series).
 The database is dropped at the end, gunicorn stopped. Every loop is bounded by time or count and talks only to
 127.0.0.1. Prints one JSON report: requests/s and p50/p99 latency of both loads, judgements/s, the ratio of
@@ -166,7 +166,7 @@ def _wait_for(port: int, timeout: float = 60) -> None:
 def _seed_users(prefix: str, count: int) -> list:
     from django.contrib.auth import get_user_model
 
-    from evaluator.accounts import role_groups_ensure
+    from evaluator.services.accounts import role_groups_ensure
 
     group = role_groups_ensure()["annotator"]
     unusable = "!"  # no password: sessions are written directly
@@ -429,8 +429,8 @@ def _filled_form(page: str) -> str:
 def _claim_latency(small: int, large: int) -> dict[str, object]:
     from django.db import connection
 
-    from evaluator import services
     from evaluator.models import Campaign
+    from evaluator.services.rating import assignment_next
 
     with connection.cursor() as cursor:  # the HTTP campaign out of the way: one campaign, as the sizes differ
         cursor.execute("TRUNCATE evaluator_campaign CASCADE")
@@ -446,7 +446,7 @@ def _claim_latency(small: int, large: int) -> dict[str, object]:
         timings = []
         for user in users:
             started = time.perf_counter()
-            claimed = services.assignment_next(annotator=user)
+            claimed = assignment_next(annotator=user)
             timings.append(time.perf_counter() - started)
             if claimed is None:
                 raise RuntimeError("a claim found nothing")

@@ -171,8 +171,8 @@ def measure(run, rows: int) -> dict[str, float]:
 
 
 def prefloop_export(campaign_id: int, file_format: str) -> int:
-    from evaluator.exports import judgements_export
     from evaluator.models import Campaign
+    from evaluator.selectors.exports import judgements_export
 
     campaign = Campaign.objects.get(pk=campaign_id)
     return sum(len(chunk) for chunk in judgements_export(campaign=campaign, file_format=file_format))

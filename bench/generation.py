@@ -9,7 +9,7 @@ ways must produce the same answers (checked); the ratio of their tokens/s is the
 6× at batch 16). Run it on an otherwise idle machine: the two runs are sequential.
 
 Memory: each arm (the base alone, K adapters on one base, K base copies) loads in a fresh process through
-training.generate, and reports the bytes of the models' parameters and buffers (tied weights counted once) and how
+training.generation.hf, and reports the bytes of the models' parameters and buffers (tied weights counted once) and how
 much the process's resident memory grew. The adapters are LoRA (rank 16 on every projection) with random weights.
 `--shape qwen0.5b` measures on a random-weight model of Qwen2.5-0.5B's shape instead of the tiny model (config
 values typed in below, built offline under var/bench/; it carries the tiny model's tokenizer, since only memory is
@@ -29,13 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.generate import (  # noqa: E402
-    GenerationRequest,
-    GenerationSettings,
-    generate,
-    load_base_with_adapters,
-    load_for_generation,
-)
+from training.generation.hf import generate, load_base_with_adapters, load_for_generation  # noqa: E402
+from training.generation.settings import GenerationRequest, GenerationSettings  # noqa: E402
 from training.tiny import ensure_tiny_model  # noqa: E402
 
 # Qwen2.5-0.5B-Instruct's config.json, typed in so the shape needs no download.

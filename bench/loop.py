@@ -18,7 +18,7 @@ The run, each phase timed:
    --held-out of them, drawn with the seed, are kept out of training and make the new round.
 3. Two starting variants: the base at --parent-temperature (the parent of the retrain) and the base at
    --other-temperature. Their answers to the training prompts are generated (generate_candidates) and paired.
-4. k scripted annotators rate every pair through the assignment engine by --rule (evaluator/simulation.py). The
+4. k scripted annotators rate every pair through the assignment engine by --rule (evaluator/services/simulation.py). The
    default, repetition: the answer with fewer repeated words wins; when both have as many, the one that ends as
    a finished sentence; else a tie. key-term: the answer that mentions the prompt's key term wins, then the
    finished sentence. Each choice is random with probability --noise. Their judgements are flagged simulated, so
@@ -70,7 +70,8 @@ sys.path.insert(0, str(REPO))
 
 BENCH_DB = "prefloop_bench_loop"
 TARGET_P = 0.01
-# evaluator.simulation.RULES, the first its default; that module needs Django set up, after the arguments are read.
+# evaluator.services.simulation.RULES, the first its default (that module needs Django set up, after the
+# arguments are read).
 RULES = ("repetition", "key-term")
 # Terms the tiny model's corpus uses in its answers, so that its answers can mention them.
 TERMS = (
@@ -193,28 +194,32 @@ def run_loop(
     dpo_settings: dict[str, Any],
     generation: dict[str, Any],
 ) -> dict[str, Any]:
-    from evaluator import accounts, jobs, services
     from evaluator.models import GenerationJob, JobStatus, Prompt, TrainingJob
-    from evaluator.simulation import simulated_round_rate
+    from evaluator.services.accounts import account_create
+    from evaluator.services.campaigns import campaign_create
+    from evaluator.services.generation import generation_job_queue
+    from evaluator.services.imports import prompts_import
+    from evaluator.services.simulation import simulated_round_rate
+    from evaluator.services.training_jobs import training_job_queue
+    from evaluator.services.variants import variant_create
     from workers.tasks import generate_candidates, run_training_job
 
     with timed(phases, "seed"):
-        campaign = services.campaign_create(name="Closed loop", overlap=args.annotators)
+        campaign = campaign_create(name="Closed loop", overlap=args.annotators)
         data = "\n".join(json.dumps(row) for row in prompts).encode()
-        services.prompts_import(campaign=campaign, file_name="prompts.jsonl", data=data)
-        parent = services.variant_create(
+        prompts_import(campaign=campaign, file_name="prompts.jsonl", data=data)
+        parent = variant_create(
             name="base",
             base_model=str(tiny),
             generation_settings={**generation, "temperature": args.parent_temperature},
         )
-        other = services.variant_create(
+        other = variant_create(
             name="base, other settings",
             base_model=str(tiny),
             generation_settings={**generation, "temperature": args.other_temperature},
         )
         annotators = [
-            accounts.account_create(username=f"oracle-{index}", roles=["annotator"])[0]
-            for index in range(args.annotators)
+            account_create(username=f"oracle-{index}", roles=["annotator"])[0] for index in range(args.annotators)
         ]
         # A seeded draw of exactly held_out_count prompt ids (held_out_prompts_draw takes a share).
         held_out = sorted(random.Random(args.seed).sample([row["id"] for row in prompts], held_out_count))
@@ -230,11 +235,11 @@ def run_loop(
                 campaign=campaign, annotators=annotators, rule=args.rule, noise=args.noise, seed=args.seed
             )
 
-    first = services.generation_job_queue(campaign=campaign, variants=[parent, other], prompts=training_prompts)
+    first = generation_job_queue(campaign=campaign, variants=[parent, other], prompts=training_prompts)
     rated_first = generate_and_rate(first, "round_1")
 
     with timed(phases, "train_dpo"):
-        job = jobs.training_job_queue(
+        job = training_job_queue(
             campaign=campaign,
             parent_variant=parent,
             method=TrainingJob.Method.DPO,
@@ -289,8 +294,8 @@ def round_report(*, child: Any, parent: Any, other: Any, held_out: list[str], ru
     from scipy.stats import binomtest
 
     from evaluator.models import OVERALL, Candidate, CriterionChoice
-    from evaluator.simulation import finished, key_term, mentions, oracle_reason, repeats
-    from evaluator.training_selectors import round_results
+    from evaluator.selectors.training import round_results
+    from evaluator.services.simulation import finished, key_term, mentions, oracle_reason, repeats
 
     judged = round_results(include_simulated=True)[child.pk]
     child_is_a = child.pk < parent.pk

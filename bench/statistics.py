@@ -10,7 +10,7 @@ It prints one JSON report.
       same row-level fit is done by Newton-IRLS in numpy (fewer iterations than sklearn's lbfgs, so if anything this
       flatters FastChat). Its rounds are far too slow for 1000 on a million rows, so a fixed few are timed and the
       per-round time is extrapolated linearly to 1000 rounds — the report says so.
-    - Prefloop's (`evaluator.statistics.leaderboard` on one criterion): aggregated (pair, outcome) cells, one
+    - Prefloop's (`evaluator.stats.statistics.leaderboard` on one criterion): aggregated (pair, outcome) cells, one
       multinomial per round, all rounds refit in one batched Newton solve.
     Both point estimates must agree to 1e-6 rating points.
 (b) `campaign_statistics` on the whole frame, cold (criterion and outcome as plain strings, as the selector builds
@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluator import statistics  # after the path fix, so the script runs from anywhere
+from evaluator.stats import statistics  # after the path fix, so the script runs from anywhere
 
 CRITERIA = ("overall", "helpfulness", "correctness", "safety", "style", "concision")
 N_VARIANTS = 10

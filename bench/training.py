@@ -10,10 +10,10 @@
       and per-step work: on_log appends the entry to a list, rewrites the JSON of the whole list (as the task's
       UPDATE of TrainingJob.metrics does) and appends a JSON line to a file; should_stop touches a heartbeat file
       and checks a cancel-flag file (the task refreshes the job's heartbeat and asks whether it was cancelled).
-      With --database-url those two callbacks run the same SQL as evaluator/jobs.py instead, on a temporary table:
-      per log a transaction of SELECT ... FOR UPDATE and UPDATE, per step an UPDATE of the heartbeat and an
-      EXISTS. Django's ORM itself is not in the loop (training/ never imports it), nor are checkpoints: the job's
-      save_steps is left at 0 on both sides, as the plain script saves none.
+      With --database-url those two callbacks run the same SQL as evaluator/services/training_jobs.py instead, on a
+      temporary table: per log a transaction of SELECT ... FOR UPDATE and UPDATE, per step an UPDATE of the
+      heartbeat and an EXISTS. Django's ORM itself is not in the loop (training/ never imports it), nor are
+      checkpoints: the job's save_steps is left at 0 on both sides, as the plain script saves none.
     - "plain_trl": a minimal TRL script written inline here: BitsAndBytesConfig, AutoModelForCausalLM,
       prepare_model_for_kbit_training, LoraConfig, DPOConfig, DPOTrainer, nothing else.
     A TrainerCallback on both records on_step_begin and on_step_end. Per step it reports "compute" (begin to end:
@@ -172,10 +172,11 @@ def versions() -> dict[str, str]:
 
 def write_preferences(path: Path) -> Path:
     """Records preferring each corpus question's own answer over another question's, as in the training tests."""
+    from training.lines import read_lines
     from training.preferences import PairwiseVote, preference_records, write_jsonl
     from training.tiny import CORPUS_PATH
 
-    corpus = [json.loads(line) for line in CORPUS_PATH.read_text(encoding="utf-8").splitlines()]
+    corpus = [json.loads(line) for line in read_lines(CORPUS_PATH) if line]
     votes = []
     for index in range(PREFERENCE_RECORDS):
         row, other = corpus[index % len(corpus)], corpus[(index + 7) % len(corpus)]
@@ -308,14 +309,19 @@ def max_difference(first: list[float], second: list[float]) -> float | None:
 
 @contextmanager
 def timer_joined(timer: Any) -> Iterator[None]:
-    """train_dpo takes no extra TrainerCallbacks; the timer joins the trainer it builds, which is otherwise its own.
-    train_dpo looks build_dpo_trainer up at call time for this."""
+    """train_dpo takes no extra TrainerCallbacks; the timer joins the trainer it builds, which is otherwise its own:
+    train_dpo looks build_dpo_trainer up in training.dpo when it runs, so a wrapper put there adds the timer.
+
+    The timer joins before run_trainer adds the job's callbacks, so their per-step work counts in "cycle", not in
+    "compute"."""
     from training import dpo
 
     original = dpo.build_dpo_trainer
 
-    def build_with_timer(*args: Any, callbacks: Any = (), **kwargs: Any) -> Any:
-        return original(*args, callbacks=[*callbacks, timer], **kwargs)
+    def build_with_timer(*args: Any, **kwargs: Any) -> Any:
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(timer)
+        return trainer
 
     dpo.build_dpo_trainer = build_with_timer
     try:
@@ -540,8 +546,9 @@ def save_random_qwen_shape(out_dir: Path, *, tokenizer_from: Path) -> Path:
 def memory_child(args: argparse.Namespace, device: str) -> dict[str, Any]:
     """One variant's load and training, measured from inside this fresh process."""
 
-    from training.dpo import DPOJobConfig, QLoRASettings, build_dpo_trainer
+    from training.dpo import DPOJobConfig, build_dpo_trainer
     from training.preferences import read_preference_jsonl
+    from training.trainer_common import QLoRASettings
 
     probe = MemoryProbe(device)
     with tempfile.TemporaryDirectory(prefix="prefloop-bench-memory-") as output_dir:

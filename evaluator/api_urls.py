@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from evaluator import api
+from evaluator.views import api
 
 urlpatterns = [
     path("campaigns/", api.CampaignList.as_view(), name="api_campaigns"),

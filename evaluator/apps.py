@@ -14,7 +14,7 @@ class EvaluatorConfig(AppConfig):
 
 
 def _role_groups_after_migrate(using: str = "default", **kwargs: Any) -> None:
-    from evaluator.accounts import role_groups_ensure
+    from evaluator.services.accounts import role_groups_ensure
 
     if using == "default":
         role_groups_ensure()

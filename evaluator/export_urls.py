@@ -2,10 +2,10 @@
 
 from django.urls import path
 
-from evaluator import export_views
+from evaluator.views.exports import dpo_download, judgements_download, summary_download
 
 urlpatterns = [
-    path("judgements.<str:file_format>", export_views.judgements_download, name="export_judgements"),
-    path("statistics.<str:file_format>", export_views.summary_download, name="export_statistics"),
-    path("dpo.jsonl", export_views.dpo_download, name="export_dpo"),
+    path("judgements.<str:file_format>", judgements_download, name="export_judgements"),
+    path("statistics.<str:file_format>", summary_download, name="export_statistics"),
+    path("dpo.jsonl", dpo_download, name="export_dpo"),
 ]

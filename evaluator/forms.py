@@ -21,8 +21,8 @@ from evaluator.models import (
     default_criteria,
 )
 from evaluator.rubric import MAX_CRITERIA, rubric_parse, rubric_text
-from evaluator.selectors import VoteFilters
-from training.dpo import OPTIMIZERS
+from evaluator.selectors.campaigns import VoteFilters
+from training.trainer_common import OPTIMIZERS
 
 SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
 BOTH_BAD_CHOICE = ("both_bad", "Both bad")
@@ -194,7 +194,10 @@ class CollectionForm(forms.Form):
 
 
 class DocumentUploadForm(forms.Form):
-    files = MultipleFileField(label="Documents", help_text="Text, markdown or PDF; several at once.")
+    # The form metaclass moves declared fields into base_fields: this never shadows BaseForm.files at run time.
+    files = MultipleFileField(  # type: ignore[assignment]  # django-stubs types declared fields as class attributes
+        label="Documents", help_text="Text, markdown or PDF; several at once."
+    )
 
     def clean_files(self) -> list[UploadedFile]:
         files = self.cleaned_data["files"]
@@ -330,7 +333,7 @@ class RetrainForm(forms.Form):
         return {**{key: data[key] for key in keys}, "qlora": qlora}
 
     def selection(self) -> dict[str, Any]:
-        """The preference selection rules (evaluator.dpo_dataset.SelectionRules)."""
+        """The preference selection rules (evaluator.selectors.dpo_dataset.SelectionRules)."""
         data = self.cleaned_data
         keys = ("criterion", "min_agreement", "include_gold", "exclude_flagged")
         return {key: data[key] for key in keys}
@@ -452,3 +455,10 @@ class AccountCreateForm(forms.Form):
 
 class AccountRolesForm(forms.Form):
     roles = forms.MultipleChoiceField(choices=ROLE_CHOICES, widget=forms.CheckboxSelectMultiple)
+
+
+def form_errors(form: forms.Form) -> str:
+    return "; ".join(
+        f"{form[name].label if name in form.fields else 'Form'}: {' '.join(map(str, errors))}"
+        for name, errors in form.errors.items()
+    )

@@ -132,17 +132,32 @@ def any_unfinished(jobs: Iterable[Any]) -> bool:
     return any(job.status not in FINISHED_STATUSES for job in jobs)
 
 
-def _status_constraints(prefix: str) -> list[models.BaseConstraint]:
-    return [
-        models.CheckConstraint(condition=Q(status__in=JobStatus.values), name=f"{prefix}_status_valid"),
-        models.CheckConstraint(
-            condition=Q(finished_at__isnull=True) | Q(status__in=FINISHED_STATUSES),
-            name=f"{prefix}_finished_only_when_done",
-        ),
-    ]
+class Job(models.Model):
+    """What every job kind shares: a status moved only by the transitions in evaluator/services/jobs.py (each a
+    conditional update whose row count is checked), the reason of a failure, and when it was queued, started and
+    ended. A new job kind subclasses this, keeps `Job.Meta.constraints` and adds a task and its services."""
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="%(class)s_status_valid"),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True) | Q(status__in=FINISHED_STATUSES),
+                name="%(class)s_finished_only_when_done",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=JobStatus.FAILED) | ~Q(error=""), name="%(class)s_failed_says_why"
+            ),
+        ]
 
 
-class TrainingJob(models.Model):
+class TrainingJob(Job):
     class Method(models.TextChoices):
         DPO = "dpo", "DPO"
         SFT = "sft", "SFT"
@@ -152,14 +167,12 @@ class TrainingJob(models.Model):
     source_campaigns = models.ManyToManyField(Campaign, related_name="source_of_training_jobs", blank=True)
     parent_variant = models.ForeignKey("ModelVariant", on_delete=models.PROTECT, related_name="training_jobs")
     method = models.CharField(max_length=16, choices=Method.choices, default=Method.DPO)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     config = models.JSONField(default=dict)
     dataset_size = models.PositiveIntegerField(default=0)
     dataset_hash = models.CharField(max_length=64, blank=True)
     progress_step = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=3, help_text="Starts allowed, redeliveries included.")
     # Asked for from the job page; the training loop checks it after every step and ends the job `cancelled`.
@@ -167,18 +180,15 @@ class TrainingJob(models.Model):
     last_checkpoint = models.CharField(max_length=500, blank=True, help_text="Newest complete checkpoint.")
     worker = models.CharField(max_length=200, blank=True, help_text="Hostname of the worker on its last start.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
     # The current attempt's start and the step it resumed from: the ETA runs at this attempt's pace.
     attempt_started_at = models.DateTimeField(null=True, blank=True)
     attempt_start_step = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(Job.Meta):
         ordering = ["-created_at"]
         constraints = [
-            *_status_constraints("trainingjob"),
+            *Job.Meta.constraints,
             models.CheckConstraint(condition=Q(method__in=["dpo", "sft"]), name="trainingjob_method_valid"),
             models.CheckConstraint(condition=Q(attempts__lte=F("max_attempts")), name="trainingjob_attempts_capped"),
         ]
@@ -289,7 +299,7 @@ class Comparison(models.Model):
     variant_b = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
     # Gold items carry a known answer; they measure annotators and are left out of statistics on request.
     gold_outcome = models.CharField(max_length=3, choices=Outcome.choices, null=True, blank=True)  # noqa: DJ001
-    # Denormalised for the assignment engine's index scans (evaluator/assignments.py): refreshed from the
+    # Denormalised for the assignment engine's index scans (evaluator/services/rating.py): refreshed from the
     # assignment and judgement rows, under the comparison's row lock, whenever the engine touches a comparison.
     # They only rank candidates; the cap of k live assignments is re-counted under the lock before every claim.
     live_assignments = models.PositiveSmallIntegerField(default=0, help_text="Completed or leased assignments.")
@@ -430,7 +440,7 @@ class CriterionChoice(models.Model):
         return f"{self.criterion}: {self.outcome}"
 
 
-class GenerationJob(models.Model):
+class GenerationJob(Job):
     """Candidate generation for some variants over a campaign's prompts, followed by pairing them."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generation_jobs")
@@ -442,20 +452,15 @@ class GenerationJob(models.Model):
     training_job = models.ForeignKey(
         TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="generation_jobs"
     )
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     comparisons_created = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(Job.Meta):
         ordering = ["-created_at"]
         constraints = [
-            *_status_constraints("generationjob"),
+            *Job.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(samples_per_prompt__isnull=True) | Q(samples_per_prompt__gte=1),
                 name="generationjob_samples_positive",
@@ -494,7 +499,7 @@ class AnswerFlag(models.Model):
         return f"{self.reason} flag on candidate {self.candidate_id}"
 
 
-class DocumentCollection(models.Model):
+class DocumentCollection(Job):
     """Documents a retrieval variant draws passages from; chunked, embedded and indexed by a worker."""
 
     name = models.CharField(max_length=120, unique=True)
@@ -502,17 +507,13 @@ class DocumentCollection(models.Model):
     embedding_model = models.CharField(max_length=300, default="all-MiniLM-L6-v2")
     chunk_size = models.PositiveIntegerField(default=800, help_text="Characters per chunk.")
     chunk_overlap = models.PositiveIntegerField(default=120, help_text="Characters shared by neighbouring chunks.")
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     index_dir = models.CharField(max_length=500, blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(Job.Meta):
         ordering = ["name"]
         constraints = [
-            *_status_constraints("collection"),
+            *Job.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(chunk_size__gte=50, chunk_size__lte=20000), name="collection_chunk_size"
             ),
@@ -543,7 +544,7 @@ class Document(models.Model):
         return self.name
 
 
-class ModelExport(models.Model):
+class ModelExport(Job):
     """A variant written out for use elsewhere: its adapter merged into a bf16 base, or that as GGUF."""
 
     class Kind(models.TextChoices):
@@ -552,16 +553,12 @@ class ModelExport(models.Model):
 
     variant = models.ForeignKey(ModelVariant, on_delete=models.CASCADE, related_name="exports")
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     path = models.CharField(max_length=500, blank=True)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(Job.Meta):
         ordering = ["-created_at"]
         constraints = [
-            *_status_constraints("modelexport"),
+            *Job.Meta.constraints,
             models.CheckConstraint(condition=Q(kind__in=["merged", "gguf"]), name="modelexport_kind_valid"),
         ]
 
@@ -569,7 +566,7 @@ class ModelExport(models.Model):
         return f"{self.kind} export of {self.variant_id}"
 
 
-class StatisticsSnapshot(models.Model):
+class StatisticsSnapshot(Job):
     """A campaign's statistics under a set of filters, computed once by a worker and kept so a result can be cited.
 
     The JSON is the `export_stats` object plus a `snapshot` key (docs/formats.md), stored as the exact text that is
@@ -581,18 +578,14 @@ class StatisticsSnapshot(models.Model):
     filters = models.JSONField(default=dict)
     prompt_level = models.BooleanField(default=False, help_text="Prompt-level majorities instead of every judgement.")
     n_boot = models.PositiveIntegerField(default=1000)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     payload = models.TextField(blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(Job.Meta):
         ordering = ["-created_at", "-id"]
         constraints = [
-            *_status_constraints("statisticssnapshot"),
+            *Job.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(status=JobStatus.SUCCEEDED) & ~Q(payload="") & ~Q(sha256="")
                 | ~Q(status=JobStatus.SUCCEEDED) & Q(payload="", sha256=""),

@@ -16,5 +16,6 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 rm -rf "$PREFLOOP_VAR_DIR"
 
 .venv/bin/ruff check .
+DATABASE_URL=sqlite:///:memory: .venv/bin/mypy
 DATABASE_URL=sqlite:///:memory: .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null
 .venv/bin/python -m pytest "$@"

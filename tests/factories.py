@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.utils import timezone
 
-from evaluator.accounts import role_groups_ensure
 from evaluator.models import Assignment, Campaign, Candidate, Comparison, ModelVariant, Prompt
+from evaluator.services.accounts import role_groups_ensure
 
 PASSWORD = "correct-horse-battery-staple"
 _counter = itertools.count(1)
@@ -85,7 +85,7 @@ def judgement(
 ) -> Any:
     """A completed assignment and its judgement. `outcomes` is one outcome for every criterion of the campaign
     (a, b or tie: which *variant* won), or a mapping of criterion slug to outcome for only those criteria.
-    `simulated` marks it a scripted annotator's (evaluator/simulation.py)."""
+    `simulated` marks it a scripted annotator's (evaluator/services/simulation.py)."""
     from evaluator.models import CriterionChoice, Judgement
 
     slugs = comparison.campaign.criterion_slugs

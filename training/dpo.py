@@ -36,20 +36,16 @@ from typing import TYPE_CHECKING, Any
 
 from training.preferences import PreferenceFileError, read_preference_jsonl
 from training.trainer_common import (
-    OPTIMIZERS,
-    QUANT_TYPES,
     CheckpointCallback,
     LogCallback,
-    QLoRASettings,
     StopCallback,
     TrainingJobConfig,
     TrainingResult,
-    build_lora_trainer,
+    checked_checkpoint,
     latest_checkpoint,
     load_base_for_training,
     lora_config,
     run_trainer,
-    save_adapter,
     training_arguments,
 )
 from training.validation import check_number
@@ -57,27 +53,7 @@ from training.validation import check_number
 # torch, transformers, peft and trl are imported inside the functions that use them: the web app imports this
 # module to validate job configs and should not load them for that.
 if TYPE_CHECKING:
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
-
-__all__ = [
-    "OPTIMIZERS",
-    "QUANT_TYPES",
-    "DPOJobConfig",
-    "DPOResult",
-    "QLoRASettings",
-    "build_dpo_trainer",
-    "dpo_arguments",
-    "latest_checkpoint",
-    "load_base_for_training",
-    "lora_config",
-    "main",
-    "save_adapter",
-    "train_dpo",
-]
-
-# A DPO run's outcome; the same shape as every training run's.
-DPOResult = TrainingResult
 
 
 @dataclass
@@ -99,7 +75,7 @@ def train_dpo(
     should_stop: StopCallback | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     resume_from_checkpoint: str | Path | None = None,
-) -> DPOResult:
+) -> TrainingResult:
     """Train a LoRA adapter with DPO on `config.dataset_path` and save it to `output_dir/adapter`.
 
     Every training log dict (loss, rewards, learning rate, ..., plus "step") goes to `on_log` and, one JSON
@@ -110,25 +86,36 @@ def train_dpo(
     there: same data order, RNG and optimizer state, its steps not trained or logged again.
     """
     records = read_preference_jsonl(Path(config.dataset_path))
+    resume = checked_checkpoint(resume_from_checkpoint)  # refused before the trainer writes anything
+    trainer = build_dpo_trainer(config, records)
     return run_trainer(
         config,
-        # Looked up at call time, so that a benchmark can wrap build_dpo_trainer to time it.
-        lambda callbacks: build_dpo_trainer(config, records, callbacks=callbacks),
+        trainer,
         on_log=on_log,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
-        resume_from_checkpoint=resume_from_checkpoint,
+        resume_from_checkpoint=resume,
     )
 
 
-def build_dpo_trainer(
-    config: DPOJobConfig, records: Sequence[Mapping[str, Any]], *, callbacks: Sequence[TrainerCallback] = ()
-) -> DPOTrainer:
-    """A ready-to-train DPOTrainer: the base model quantised and prepared, LoRA attached, seeds set."""
-    from trl import DPOTrainer
+def build_dpo_trainer(config: DPOJobConfig, records: Sequence[Mapping[str, Any]]) -> DPOTrainer:
+    """A ready-to-train DPOTrainer on TRL preference records: seeds set, the base quantised and prepared, LoRA
+    attached. Resuming keeps the adapter's dtype (training.trainers)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, set_seed
 
-    return build_lora_trainer(
-        DPOTrainer, config, records, lambda device: dpo_arguments(config, device), callbacks=callbacks
+    from training.device import pick_device
+    from training.trainers import QLoRADPOTrainer
+
+    # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
+    set_seed(config.seed)
+    device = pick_device()
+    return QLoRADPOTrainer(
+        model=load_base_for_training(config, device),
+        args=dpo_arguments(config, device),
+        train_dataset=Dataset.from_list([dict(record) for record in records]),
+        processing_class=AutoTokenizer.from_pretrained(config.base_model),
+        peft_config=lora_config(config.qlora),
     )
 
 

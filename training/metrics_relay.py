@@ -11,6 +11,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from training.lines import read_lines
+
 
 class MetricsRelay(TrainerCallback):
     """Writes each Trainer log dict, with "step" and "max_steps" added, to `metrics_path` (one JSON object a line)
@@ -85,6 +87,8 @@ class MetricsRelay(TrainerCallback):
     ) -> None:
         # The Trainer calls this after it wrote the checkpoint whole (trainer_state.json last) and rotated the old.
         if self.on_checkpoint is not None:
+            # Typed optional, but TrainingArguments fills in a default: a Trainer that saves has an output_dir.
+            assert args.output_dir is not None
             self.on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
 
 
@@ -98,7 +102,7 @@ def _step_lines(metrics_path: Path, *, up_to: int) -> list[str]:
     if not metrics_path.exists():
         return []
     kept = []
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(metrics_path):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from training.lines import read_lines
+
 Outcome = Literal["a", "b", "tie"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 RECORD_KEYS = ("prompt", "chosen", "rejected")
@@ -90,7 +92,7 @@ def read_preference_jsonl(path: Path) -> list[dict[str, Any]]:
     """
     path = Path(path)
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         problem = _record_problem(line)

@@ -41,6 +41,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.lines import read_lines
 from training.validation import check_int
 
 # faiss, torch and sentence-transformers are imported inside the functions that use them: the web app imports
@@ -475,7 +476,7 @@ class Retriever:
             raise ValueError(f"{index_dir} is not a Prefloop index: missing {', '.join(missing)}")
         try:
             meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
-            chunks = [json.loads(line) for line in (index_dir / CHUNKS_FILE).read_text(encoding="utf-8").splitlines()]
+            chunks = [json.loads(line) for line in read_lines(index_dir / CHUNKS_FILE) if line]
             index = faiss.read_index(str(index_dir / INDEX_FILE))
         except (json.JSONDecodeError, UnicodeDecodeError, RuntimeError) as error:
             raise ValueError(f"{index_dir}: unreadable index ({error})") from None

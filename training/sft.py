@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.lines import read_lines
 from training.preferences import PreferenceFileError, read_preference_jsonl
 from training.trainer_common import (
     CheckpointCallback,
@@ -42,8 +43,10 @@ from training.trainer_common import (
     StopCallback,
     TrainingJobConfig,
     TrainingResult,
-    build_lora_trainer,
+    checked_checkpoint,
     latest_checkpoint,
+    load_base_for_training,
+    lora_config,
     run_trainer,
     training_arguments,
 )
@@ -52,14 +55,10 @@ from training.validation import check_bool, check_choice
 # torch, transformers, peft and trl are imported inside the functions that use them: the web app imports this
 # module to validate job configs and read Q&A files, and should not load them for that.
 if TYPE_CHECKING:
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
 DATASET_FORMATS = ("messages", "preferences", "qa")
 ROLES = ("system", "user", "assistant")
-
-# An SFT run's outcome; the same shape as every training run's.
-SFTResult = TrainingResult
 
 
 class SFTFileError(ValueError):
@@ -92,7 +91,7 @@ def train_sft(
     should_stop: StopCallback | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     resume_from_checkpoint: str | Path | None = None,
-) -> SFTResult:
+) -> TrainingResult:
     """Train a LoRA adapter with SFT on `config.dataset_path` and save it to `output_dir/adapter`.
 
     The callbacks and resuming work as in training.dpo.train_dpo: `on_log` gets every training log dict (also
@@ -100,25 +99,37 @@ def train_sft(
     step)` hears of every complete checkpoint, and `resume_from_checkpoint` goes on from a checkpoint folder.
     """
     records = sft_records(config)
+    resume = checked_checkpoint(resume_from_checkpoint)  # refused before the trainer writes anything
+    trainer = build_sft_trainer(config, records)
     return run_trainer(
         config,
-        lambda callbacks: build_sft_trainer(config, records, callbacks=callbacks),
+        trainer,
         on_log=on_log,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
-        resume_from_checkpoint=resume_from_checkpoint,
+        resume_from_checkpoint=resume,
     )
 
 
-def build_sft_trainer(
-    config: SFTJobConfig, records: Sequence[Mapping[str, Any]], *, callbacks: Sequence[TrainerCallback] = ()
-) -> SFTTrainer:
-    """A ready-to-train SFTTrainer on {"messages": [...]} records: the base quantised and prepared, LoRA attached."""
-    from trl import SFTTrainer
+def build_sft_trainer(config: SFTJobConfig, records: Sequence[Mapping[str, Any]]) -> SFTTrainer:
+    """A ready-to-train SFTTrainer on {"messages": [...]} records: seeds set, the base quantised and prepared,
+    LoRA attached. Resuming keeps the adapter's dtype (training.trainers)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, set_seed
+
+    from training.device import pick_device
+    from training.trainers import QLoRASFTTrainer
 
     rows = [_training_row(record, completion_only=config.completion_only_loss) for record in records]
-    return build_lora_trainer(
-        SFTTrainer, config, rows, lambda device: sft_arguments(config, device), callbacks=callbacks
+    # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
+    set_seed(config.seed)
+    device = pick_device()
+    return QLoRASFTTrainer(
+        model=load_base_for_training(config, device),
+        args=sft_arguments(config, device),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(config.base_model),
+        peft_config=lora_config(config.qlora),
     )
 
 
@@ -196,7 +207,7 @@ def _read_jsonl(
     path: Path, parse: Callable[[Any], tuple[dict[str, Any] | None, str | None]], *, what: str
 ) -> list[dict[str, Any]]:
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:

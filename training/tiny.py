@@ -27,6 +27,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from training.lines import read_lines
+
 CORPUS_PATH = Path(__file__).resolve().parent / "assets" / "tiny_corpus.jsonl"
 
 # Bump when the recipe below changes, so caches built by an older recipe are rebuilt instead of reused.
@@ -125,7 +127,7 @@ def is_complete_tiny_model(model_dir: Path, *, pretrain_steps: int = PRETRAIN_ST
 def load_corpus(path: Path = CORPUS_PATH) -> list[tuple[str, str]]:
     """The (question, answer) pairs of the tiny corpus, in file order."""
     pairs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(path):
         if line.strip():
             row = json.loads(line)
             pairs.append((row["question"], row["answer"]))

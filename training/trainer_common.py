@@ -1,5 +1,6 @@
 """What the DPO and SFT runs share: the QLoRA settings, the job config fields, loading the 4-bit base, the LoRA
-config, checkpoints and resuming, and saving the adapter so that it appears complete or not at all.
+config, running a built trainer with the job's callbacks (run_trainer), checkpoints and resuming, and saving the
+adapter so that it appears complete or not at all.
 
 A run writes into its `output_dir`: `adapter/` (the product), `metrics.jsonl` (the log stream) and, when
 `save_steps` > 0, `checkpoints/checkpoint-<step>/` (Trainer checkpoints: adapter, optimizer, scheduler, RNG
@@ -15,12 +16,11 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import yaml
 
@@ -30,7 +30,7 @@ from training.validation import check_bool, check_choice, check_int, check_known
 # classes to validate job settings and should not load them for that.
 if TYPE_CHECKING:
     from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 QUANT_TYPES = ("nf4", "fp4")
 # Optimizers known to work with a 4-bit base here; the paged ones ride out memory spikes on a GPU.
@@ -41,7 +41,6 @@ TRAINER_STATE = "trainer_state.json"
 LogCallback = Callable[[dict[str, Any]], None]
 StopCallback = Callable[[], bool]
 CheckpointCallback = Callable[[Path, int], None]
-TrainerT = TypeVar("TrainerT")
 
 
 # Where training logs may go besides the job's own metrics stream; each needs its package on the worker.
@@ -184,22 +183,27 @@ class TrainingResult:
 
 def run_trainer(
     config: TrainingJobConfig,
-    build_trainer: Callable[[Sequence[TrainerCallback]], Trainer],
+    trainer: Trainer,
     *,
-    on_log: LogCallback | None,
-    should_stop: StopCallback | None,
-    on_checkpoint: CheckpointCallback | None,
-    resume_from_checkpoint: str | Path | None,
+    on_log: LogCallback | None = None,
+    should_stop: StopCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    resume_from_checkpoint: str | Path | None = None,
 ) -> TrainingResult:
-    """Train with the Trainer that `build_trainer(callbacks)` returns and save its adapter to output_dir/adapter.
+    """Train `trainer` (built for `config`) with the job's callbacks and save its adapter to output_dir/adapter.
 
-    A fresh run (no checkpoint to resume from) first removes the checkpoints an earlier run left in output_dir,
-    so that `latest_checkpoint` can never hand a later resume a checkpoint of another run. A resumed run removes
-    the half-written ones and those past its checkpoint, and keeps the metrics.jsonl lines up to its step.
+    Every log dict (with "step" and "max_steps") goes to `on_log` and to output_dir/metrics.jsonl, in place of
+    the Trainer's own printing; `should_stop` is asked after every optimizer step; `on_checkpoint(path, step)`
+    hears of every complete checkpoint (see MetricsRelay). A fresh run (no checkpoint to resume from) first
+    removes the checkpoints an earlier run left in output_dir, so that `latest_checkpoint` can never hand a later
+    resume a checkpoint of another run. A resumed run removes the half-written ones and those past its
+    checkpoint, and keeps the metrics.jsonl lines up to its step.
     """
+    from transformers import PrinterCallback
+
     from training.metrics_relay import MetricsRelay
 
-    resume = checked_checkpoint(resume_from_checkpoint) if resume_from_checkpoint is not None else None
+    resume = checked_checkpoint(resume_from_checkpoint)
     start_step = checkpoint_step(resume) if resume is not None else 0
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +215,9 @@ def run_trainer(
         on_checkpoint=on_checkpoint,
         resume_step=start_step if resume is not None else None,
     )
-    trainer = build_trainer([relay])
+    trainer.add_callback(relay)
+    # With progress bars off the Trainer prints every log dict to stdout; the relay reports them instead.
+    trainer.remove_callback(PrinterCallback)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     adapter_dir = save_adapter(trainer, output_dir / "adapter")
     steps = trainer.state.global_step
@@ -224,73 +230,6 @@ def run_trainer(
         stopped_early=relay.stopped_early,
         start_step=start_step,
     )
-
-
-class ResumeInPlace:
-    """A Trainer mixin: resuming loads the checkpoint's adapter weights into the adapter the trainer built, in its
-    dtype, so that a resumed run trains on exactly as an uninterrupted one would.
-
-    The Trainer resumes a PEFT model with peft's load_adapter, which upcasts the adapter to float32; TRL keeps a
-    QLoRA adapter in bfloat16 (as the QLoRA paper does), so without this the steps after a resume would train a
-    float32 adapter and end elsewhere.
-    """
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        from peft import PeftModel, set_peft_model_state_dict
-        from peft.utils import load_peft_weights
-
-        target = model if model is not None else cast("Trainer", self).model
-        if not isinstance(target, PeftModel):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
-            return
-        adapter = target.active_adapter
-        device = next(target.parameters()).device
-        weights = load_peft_weights(resume_from_checkpoint, device=str(device))
-        # Copied into the existing parameters (their dtype kept), which the optimizer is about to be built on.
-        result = set_peft_model_state_dict(target, weights, adapter_name=adapter)
-        missing = [key for key in result.missing_keys if "lora_" in key and f".{adapter}." in key]
-        if missing or result.unexpected_keys:
-            raise ValueError(
-                f"the checkpoint {resume_from_checkpoint} does not fit this run's adapter: "
-                f"missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]}"
-            )
-
-
-def build_lora_trainer(
-    trainer_class: type[TrainerT],
-    config: TrainingJobConfig,
-    rows: Sequence[Mapping[str, Any]],
-    arguments: Callable[[str], Any],
-    *,
-    callbacks: Sequence[TrainerCallback] = (),
-) -> TrainerT:
-    """A ready-to-train TRL trainer (DPO or SFT): seeds set, the base quantised and prepared, LoRA attached, the
-    rows as its dataset, `arguments(device)` as its config; resuming keeps the adapter's dtype (ResumeInPlace)."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
-
-    from training.device import pick_device
-
-    # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
-    set_seed(config.seed)
-    device = pick_device()
-    trainer = resuming_in_place(trainer_class)(
-        model=load_base_for_training(config, device),
-        args=arguments(device),
-        train_dataset=Dataset.from_list([dict(row) for row in rows]),
-        processing_class=AutoTokenizer.from_pretrained(config.base_model),
-        peft_config=lora_config(config.qlora),
-        callbacks=list(callbacks),
-    )
-    # With progress bars off the Trainer prints every log dict to stdout; the callbacks report them instead.
-    trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-@cache
-def resuming_in_place(trainer_class: type[TrainerT]) -> type[TrainerT]:
-    """`trainer_class` with ResumeInPlace mixed in."""
-    return cast("type[TrainerT]", type(trainer_class.__name__, (ResumeInPlace, trainer_class), {}))
 
 
 def training_arguments(config: TrainingJobConfig, device: str) -> dict[str, Any]:
@@ -423,8 +362,11 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(match.group(1))
 
 
-def checked_checkpoint(checkpoint: str | Path) -> Path:
-    """`checkpoint` as a Path once it is known to be a complete checkpoint folder; else a ValueError naming why."""
+def checked_checkpoint(checkpoint: str | Path | None) -> Path | None:
+    """`checkpoint` as a Path once it is known to be a complete checkpoint folder, None for None (a fresh run);
+    else a ValueError naming why. Called before anything of a run is loaded or written."""
+    if checkpoint is None:
+        return None
     path = Path(checkpoint)
     checkpoint_step(path)
     if not path.is_dir():

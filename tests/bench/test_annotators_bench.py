@@ -21,6 +21,7 @@ LOADS = (
 )
 
 
+@pytest.mark.server
 @pytest.mark.django_db
 def test_a_short_run_rates_through_every_load_and_reports_its_targets(tmp_path: Path) -> None:
     env = {

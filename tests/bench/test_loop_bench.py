@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 PHASES = ("migrate", "seed", "generate_round_1", "rate_round_1", "train_dpo", "generate_round_2", "rate_round_2")
 
 
+@pytest.mark.training
 @pytest.mark.django_db
 def test_the_quick_loop_generates_rates_retrains_and_rates_the_new_round(tiny_model_dir: Path) -> None:
     db = connection.settings_dict

@@ -4,8 +4,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from evaluator import services
+from evaluator.errors import ServiceError
 from evaluator.roles import user_roles
+from evaluator.services.accounts import account_create
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -61,8 +62,8 @@ def test_a_taken_username_a_weak_password_or_an_unknown_role_is_refused_and_noth
     assert "Role: Select a valid choice. overlord is not one of the available choices." in unknown.content.decode()
     assert not get_user_model().objects.filter(username__iexact="pia").exists()
     assert get_user_model().objects.filter(username__iexact="ann").count() == 1
-    with pytest.raises(services.ServiceError, match="Unknown role"):
-        services.account_create(username="pia", roles=["overlord"])
+    with pytest.raises(ServiceError, match="Unknown role"):
+        account_create(username="pia", roles=["overlord"])
     assert not get_user_model().objects.filter(username="pia").exists()
 
 

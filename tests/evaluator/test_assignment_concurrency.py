@@ -8,8 +8,8 @@ import pytest
 from django.db import connection, connections
 from django.db.models import Count
 
-from evaluator import services
 from evaluator.models import Assignment, CriterionChoice, Judgement
+from evaluator.services.rating import assignment_next, judgement_submit
 from tests import factories
 
 pytestmark = [
@@ -56,8 +56,8 @@ def test_fifty_annotators_at_once_never_push_a_comparison_past_k_nor_judge_one_t
     def work(annotator) -> Callable[[], list[int]]:
         def claim_and_judge() -> list[int]:
             stored = []
-            while (task := services.assignment_next(annotator=annotator)) is not None:
-                judgement = services.judgement_submit(
+            while (task := assignment_next(annotator=annotator)) is not None:
+                judgement = judgement_submit(
                     token=str(task.token), annotator=annotator, choices=all_sides(campaign, "left")
                 )
                 stored.append(judgement.pk)
@@ -81,11 +81,11 @@ def test_fifty_annotators_at_once_never_push_a_comparison_past_k_nor_judge_one_t
 def test_two_simultaneous_submissions_of_one_token_store_one_judgement(annotator) -> None:
     campaign = factories.campaign()
     factories.comparison(campaign)
-    task = services.assignment_next(annotator=annotator)
+    task = assignment_next(annotator=annotator)
 
     def submit(side: str) -> Callable[[], int]:
         return lambda: (
-            services.judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(campaign, side)).pk
+            judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(campaign, side)).pk
         )
 
     first, second = run_in_threads([submit("left"), submit("right")])
@@ -99,7 +99,7 @@ def test_one_annotator_claiming_from_two_tabs_at_once_gets_one_assignment(annota
     campaign = factories.campaign(overlap=1, quota_per_annotator=1)
     for _ in range(5):
         factories.comparison(campaign)
-    first, second = run_in_threads([lambda: services.assignment_next(annotator=annotator)] * 2)
+    first, second = run_in_threads([lambda: assignment_next(annotator=annotator)] * 2)
     assert first.pk == second.pk
     assert Assignment.objects.count() == 1
 
@@ -110,7 +110,7 @@ def test_a_quota_holds_when_many_annotators_race_for_few_comparisons() -> None:
         factories.comparison(campaign)
     annotators = [factories.user(f"racer{i}", "annotator") for i in range(12)]
     claims = run_in_threads(
-        [lambda annotator=annotator: services.assignment_next(annotator=annotator) for annotator in annotators]
+        [lambda annotator=annotator: assignment_next(annotator=annotator) for annotator in annotators]
     )
     assert sum(claim is not None for claim in claims) == 6  # 3 comparisons × k = 2
     assert not Assignment.objects.values("comparison").annotate(n=Count("pk")).filter(n__gt=2).exists()

@@ -1,7 +1,7 @@
 """The assignment engine on the SQLite fallback (the embedded default of `make demo`), under real threads.
 
 The suite's database is PostgreSQL, so the engine runs in a child process of its own against a SQLite file: it
-migrates the file, races the threads (``BEGIN IMMEDIATE`` serialises them; see evaluator/assignments.py) and prints
+migrates the file, races the threads (``BEGIN IMMEDIATE`` serialises them; see evaluator/services/rating.py) and prints
 the counts that the invariants are checked on here. The child alone:
 
     DATABASE_URL=sqlite:///var/race.sqlite3 python -m tests.evaluator.test_assignment_concurrency_sqlite
@@ -55,8 +55,8 @@ def main() -> None:
     from django.db import connection
     from django.db.models import Count
 
-    from evaluator import services
     from evaluator.models import Assignment, Comparison, CriterionChoice, Judgement
+    from evaluator.services.rating import assignment_next, judgement_submit
     from tests import factories
     from tests.evaluator.test_assignment_concurrency import all_sides, run_in_threads
 
@@ -69,9 +69,9 @@ def main() -> None:
 
     def claim_and_judge(annotator) -> list[int]:
         stored = []
-        while (task := services.assignment_next(annotator=annotator)) is not None:
+        while (task := assignment_next(annotator=annotator)) is not None:
             choices = all_sides(campaign, "left")
-            stored.append(services.judgement_submit(token=str(task.token), annotator=annotator, choices=choices).pk)
+            stored.append(judgement_submit(token=str(task.token), annotator=annotator, choices=choices).pk)
         return stored
 
     results = run_in_threads([lambda annotator=annotator: claim_and_judge(annotator) for annotator in annotators])
@@ -97,11 +97,11 @@ def main() -> None:
     late = factories.campaign(overlap=1)
     factories.comparison(late)
     annotator = users.create(username="double")
-    task = services.assignment_next(annotator=annotator)
+    task = assignment_next(annotator=annotator)
     report["double_submit"] = run_in_threads(
         [
             lambda side=side: (
-                services.judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(late, side)).pk
+                judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(late, side)).pk
             )
             for side in ("left", "right")
         ]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from evaluator.dpo_dataset import SelectionRules, dpo_hf_write, dpo_jsonl_write, preference_records_select
 from evaluator.models import AnnotatorFlag
+from evaluator.selectors.dpo_dataset import SelectionRules, dpo_hf_write, dpo_jsonl_write, preference_records_select
 from tests import factories
 from training.preferences import read_preference_jsonl
 
@@ -164,6 +164,7 @@ def test_the_command_writes_either_format_under_the_given_rules(raters, base_tun
                      "--min-agreement", "3")  # fmt: skip
 
 
+@pytest.mark.training
 def test_a_dataset_exported_from_a_campaign_trains_one_dpo_step_unchanged(
     raters, base_tuned, tmp_path, tiny_model_dir: Path
 ) -> None:

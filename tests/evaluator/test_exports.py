@@ -10,9 +10,18 @@ from django.contrib.auth import views as auth_views
 from django.core.management import call_command
 from django.urls import include, path
 
-from evaluator import exports, selectors
 from evaluator.models import AnnotatorFlag
-from evaluator.selectors import VoteFilters
+from evaluator.selectors.campaigns import VoteFilters, campaign_statistics_json
+from evaluator.selectors.exports import (
+    RAW_COLUMNS,
+    RAW_FORMATS,
+    RAW_SCHEMA,
+    _json_default,
+    judgements_csv,
+    judgements_export,
+    judgements_jsonl,
+    judgements_parquet,
+)
 from tests import factories
 
 # The project mounts the export URLs under stats/<id>/export/; these tests mount them the same way themselves.
@@ -51,8 +60,8 @@ def read_csv(data: bytes) -> list[dict[str, str]]:
 
 
 def test_the_csv_export_has_one_row_per_judgement_and_criterion_with_the_documented_columns(judged) -> None:
-    rows = read_csv(b"".join(exports.judgements_csv(campaign=judged)))
-    assert list(rows[0]) == exports.RAW_COLUMNS
+    rows = read_csv(b"".join(judgements_csv(campaign=judged)))
+    assert list(rows[0]) == RAW_COLUMNS
     assert len(rows) == 7 * CRITERIA
     first = rows[0]
     assert first["campaign"] == "Export me"
@@ -77,22 +86,22 @@ def test_the_csv_export_has_one_row_per_judgement_and_criterion_with_the_documen
 
 
 def test_the_jsonl_export_holds_the_same_rows_as_the_csv_export_with_typed_values(judged) -> None:
-    lines = b"".join(exports.judgements_jsonl(campaign=judged)).decode().splitlines()
+    lines = b"".join(judgements_jsonl(campaign=judged)).decode().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 7 * CRITERIA
-    assert list(records[0]) == exports.RAW_COLUMNS
+    assert list(records[0]) == RAW_COLUMNS
     assert isinstance(records[0]["judgement_id"], int)
     assert records[0]["is_gold"] is False
-    rows = read_csv(b"".join(exports.judgements_csv(campaign=judged)))
+    rows = read_csv(b"".join(judgements_csv(campaign=judged)))
     assert [(r["judgement_id"], r["criterion"], r["winner"]) for r in records] == [
         (int(r["judgement_id"]), r["criterion"], r["winner"]) for r in rows
     ]
 
 
 def test_the_parquet_export_writes_one_row_group_per_chunk_with_the_schema(judged) -> None:
-    data = b"".join(exports.judgements_parquet(campaign=judged, chunk_size=10))
+    data = b"".join(judgements_parquet(campaign=judged, chunk_size=10))
     parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.schema_arrow == exports.RAW_SCHEMA
+    assert parquet.schema_arrow == RAW_SCHEMA
     assert parquet.num_row_groups == 5  # 42 rows in chunks of 10
     table = parquet.read()
     assert table.num_rows == 7 * CRITERIA
@@ -100,16 +109,16 @@ def test_the_parquet_export_writes_one_row_group_per_chunk_with_the_schema(judge
     assert sum(table.column("is_gold").to_pylist()) == CRITERIA
 
 
-@pytest.mark.parametrize("file_format", exports.RAW_FORMATS)
+@pytest.mark.parametrize("file_format", RAW_FORMATS)
 def test_every_raw_export_streams_several_chunks_rather_than_one_blob(judged, file_format) -> None:
-    chunks = list(exports.judgements_export(campaign=judged, file_format=file_format, chunk_size=6))
+    chunks = list(judgements_export(campaign=judged, file_format=file_format, chunk_size=6))
     assert len(chunks) >= 7
     assert all(isinstance(chunk, bytes) for chunk in chunks)
 
 
 def test_filters_leave_out_gold_items_and_flagged_annotators(judged, second_annotator) -> None:
     AnnotatorFlag.objects.create(annotator=second_annotator, reason="rubber-stamping")
-    filtered = exports.judgements_csv(campaign=judged, filters=VoteFilters(exclude_flagged=True, exclude_gold=True))
+    filtered = judgements_csv(campaign=judged, filters=VoteFilters(exclude_flagged=True, exclude_gold=True))
     rows = read_csv(b"".join(filtered))
     assert len(rows) == 3 * CRITERIA
     assert {row["annotator"] for row in rows} == {"ann"}
@@ -123,10 +132,10 @@ def test_the_raw_export_needs_a_few_queries_per_chunk_however_many_judgements_it
         factories.judgement(factories.comparison(judged), annotator, "a")
     # The cursor's query, then per chunk one for its comparisons and one for annotators not seen before.
     with django_assert_max_num_queries(1 + 2):
-        rows = read_csv(b"".join(exports.judgements_csv(campaign=judged, chunk_size=1000)))
+        rows = read_csv(b"".join(judgements_csv(campaign=judged, chunk_size=1000)))
     assert len(rows) == 17 * CRITERIA
     with django_assert_max_num_queries(1 + 2 * 11):
-        rows = read_csv(b"".join(exports.judgements_csv(campaign=judged, chunk_size=10)))
+        rows = read_csv(b"".join(judgements_csv(campaign=judged, chunk_size=10)))
     assert len(rows) == 17 * CRITERIA
 
 
@@ -143,8 +152,8 @@ def test_the_export_stats_command_prints_exactly_the_statistics_json(judged) -> 
     out = io.StringIO()
     call_command("export_stats", "--campaign", "Export me", "--format", "json", "--n-boot", "50", stdout=out)
     printed = json.loads(out.getvalue())
-    expected = selectors.campaign_statistics_json(campaign=judged, n_boot=50)
-    assert printed == json.loads(json.dumps(expected, default=exports._json_default))
+    expected = campaign_statistics_json(campaign=judged, n_boot=50)
+    assert printed == json.loads(json.dumps(expected, default=_json_default))
     assert {"pairs", "leaderboard", "agreement", "position_bias"} <= set(printed)
 
 
@@ -237,8 +246,8 @@ def test_answers_with_quotes_commas_newlines_and_unicode_survive_csv_and_jsonl(a
     tricky = 'He said "no", then:\n- 100 °C\n- ✓ done'
     comparison = factories.comparison(campaign, texts=(tricky, "plain"))
     factories.judgement(comparison, annotator, {"overall": "a"})
-    (row,) = read_csv(b"".join(exports.judgements_csv(campaign=campaign)))
-    (record,) = [json.loads(line) for line in b"".join(exports.judgements_jsonl(campaign=campaign)).splitlines()]
+    (row,) = read_csv(b"".join(judgements_csv(campaign=campaign)))
+    (record,) = [json.loads(line) for line in b"".join(judgements_jsonl(campaign=campaign)).splitlines()]
     assert row["response_a"] == record["response_a"] == tricky
 
 
@@ -302,9 +311,9 @@ def test_the_raw_exports_carry_each_answers_retrieved_passages_as_json_text(anno
     comparison.candidate_b.save(update_fields=["retrieved"])
     factories.judgement(comparison, annotator, {"overall": "b"})
 
-    (row,) = read_csv(b"".join(exports.judgements_csv(campaign=campaign)))
-    (record,) = [json.loads(line) for line in b"".join(exports.judgements_jsonl(campaign=campaign)).splitlines()]
-    table = pq.read_table(io.BytesIO(b"".join(exports.judgements_parquet(campaign=campaign))))
+    (row,) = read_csv(b"".join(judgements_csv(campaign=campaign)))
+    (record,) = [json.loads(line) for line in b"".join(judgements_jsonl(campaign=campaign)).splitlines()]
+    table = pq.read_table(io.BytesIO(b"".join(judgements_parquet(campaign=campaign))))
     for exported in (row, record, table.to_pylist()[0]):
         assert json.loads(exported["retrieved_a"]) == []
         assert json.loads(exported["retrieved_b"]) == passages

@@ -4,8 +4,15 @@ tests/workers/test_generation_tasks.py."""
 
 import pytest
 
-from evaluator import services
+from evaluator.errors import ServiceError
 from evaluator.models import Comparison, GenerationJob, ModelVariant
+from evaluator.services.generation import (
+    candidates_store,
+    comparisons_create,
+    generation_job_queue,
+    generation_job_samples,
+)
+from evaluator.services.variants import variant_create
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +40,8 @@ def test_an_admin_sets_a_variants_samples_per_prompt_on_the_variant_form(client,
 
 
 def test_the_variant_service_refuses_a_bad_sample_count_naming_it() -> None:
-    with pytest.raises(services.ServiceError, match="samples_per_prompt must be an integer from 1 to 64, got 0"):
-        services.variant_create(name="none", base_model="tiny", generation_settings={"samples_per_prompt": 0})
+    with pytest.raises(ServiceError, match="samples_per_prompt must be an integer from 1 to 64, got 0"):
+        variant_create(name="none", base_model="tiny", generation_settings={"samples_per_prompt": 0})
     assert not ModelVariant.objects.exists()
 
 
@@ -45,16 +52,16 @@ def test_a_generation_job_asks_each_variant_for_its_own_samples_unless_it_overri
     three = factories.variant(generation_settings={"samples_per_prompt": 3})
     one = factories.variant()  # settings stored before samples_per_prompt existed: one sample
 
-    own = services.generation_job_queue(campaign=campaign, variants=[three, one])
-    overridden = services.generation_job_queue(campaign=campaign, variants=[three, one], samples_per_prompt=2)
+    own = generation_job_queue(campaign=campaign, variants=[three, one])
+    overridden = generation_job_queue(campaign=campaign, variants=[three, one], samples_per_prompt=2)
 
     assert own.samples_per_prompt is None and own.total == 3 * (3 + 1)
-    assert services.generation_job_samples(job=own) == {three.pk: 3, one.pk: 1}
+    assert generation_job_samples(job=own) == {three.pk: 3, one.pk: 1}
     assert overridden.total == 3 * (2 + 2)
-    assert services.generation_job_samples(job=overridden) == {three.pk: 2, one.pk: 2}
+    assert generation_job_samples(job=overridden) == {three.pk: 2, one.pk: 2}
     for bad in (0, 65):
-        with pytest.raises(services.ServiceError, match="Samples per prompt must be from 1 to 64"):
-            services.generation_job_queue(campaign=campaign, variants=[three, one], samples_per_prompt=bad)
+        with pytest.raises(ServiceError, match="Samples per prompt must be from 1 to 64"):
+            generation_job_queue(campaign=campaign, variants=[three, one], samples_per_prompt=bad)
     assert GenerationJob.objects.count() == 2
 
 
@@ -80,7 +87,7 @@ def test_answers_pair_sample_for_sample_and_a_variant_with_fewer_samples_wraps_r
             factories.candidate(prompt, variants[name], sample_index=sample)
     samples = {variants[name].pk: count for name, count in counts.items()}
 
-    created = services.comparisons_create(campaign=campaign, samples=samples)
+    created = comparisons_create(campaign=campaign, samples=samples)
 
     pairs = {
         (c.variant_a.name, c.candidate_a.sample_index, c.variant_b.name, c.candidate_b.sample_index)
@@ -92,7 +99,7 @@ def test_answers_pair_sample_for_sample_and_a_variant_with_fewer_samples_wraps_r
         ("greedy", 0, "pair", 0), ("greedy", 0, "pair", 1),
     }  # fmt: skip
     assert created == len(pairs) == 8
-    assert services.comparisons_create(campaign=campaign, samples=samples) == 0
+    assert comparisons_create(campaign=campaign, samples=samples) == 0
 
 
 def test_an_answer_with_a_nul_byte_is_stored_with_a_replacement_character() -> None:
@@ -100,7 +107,7 @@ def test_an_answer_with_a_nul_byte_is_stored_with_a_replacement_character() -> N
     campaign = factories.campaign()
     question = factories.prompt(campaign)
     variant = factories.variant()
-    job = services.generation_job_queue(campaign=campaign, variants=[variant, factories.variant()])
+    job = generation_job_queue(campaign=campaign, variants=[variant, factories.variant()])
     row = {
         "prompt_id": question.pk,
         "sample_index": 0,
@@ -111,5 +118,5 @@ def test_an_answer_with_a_nul_byte_is_stored_with_a_replacement_character() -> N
         "completion_tokens": 4,
         "latency_ms": 5,
     }
-    assert services.candidates_store(job=job, variant=variant, generated=[row]) == 1
+    assert candidates_store(job=job, variant=variant, generated=[row]) == 1
     assert variant.candidates.get().text == "before\ufffdafter"

@@ -5,9 +5,8 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError
 
-from evaluator import services
-from evaluator.judgement_import import JudgementFileError, judgements_import, parse_judgement_file
 from evaluator.models import (
     Assignment,
     Campaign,
@@ -18,6 +17,9 @@ from evaluator.models import (
     ModelVariant,
     Prompt,
 )
+from evaluator.parsing.judgements import JudgementFileError, parse_judgement_file
+from evaluator.services.imports import judgements_import
+from evaluator.services.rating import assignment_next
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -260,4 +262,87 @@ def test_imported_comparisons_count_as_full_for_the_assignment_engine(annotator)
 
     comparison = Comparison.objects.get()
     assert (comparison.live_assignments, comparison.judgement_count, comparison.vote_margin) == (1, 1, 1.0)
-    assert services.assignment_next(annotator=annotator) is None  # k = 1 is reached: nothing to hand out
+    assert assignment_next(annotator=annotator) is None  # k = 1 is reached: nothing to hand out
+
+
+def nothing_stored() -> dict[str, int]:
+    return {name: 0 for name in stored_counts()}
+
+
+@pytest.mark.parametrize(("winner", "shown"), [(["model_a"], "list"), ({"model_a": True}, "dict")])
+def test_an_arena_winner_that_is_a_list_or_an_object_is_refused_naming_the_line(winner, shown) -> None:
+    campaign = factories.campaign(name="Arena shapes")
+    with pytest.raises(JudgementFileError) as caught:
+        judgements_import(campaign=campaign, data=jsonl(arena_line(), arena_line(judge="other", winner=winner)))
+    assert str(caught.value) == (
+        f"line 2, field 'winner': must be one of model_a, model_b, tie, tie (bothbad), not {shown}"
+    )
+    assert stored_counts() == nothing_stored()
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line_and_the_byte() -> None:
+    campaign = factories.campaign(name="Latin-1")
+    first = b"\xef\xbb\xbf" + jsonl(prefloop_line()) + b"\n"  # the byte-order mark counts in the offset
+    before_bad_byte = first + b'{"prompt": "caf'
+    data = before_bad_byte + b'\xe9"}\n'
+    with pytest.raises(JudgementFileError) as caught:
+        judgements_import(campaign=campaign, data=data)
+    assert str(caught.value) == f"line 2: the file is not UTF-8 (byte {len(before_bad_byte)})"
+    assert stored_counts() == nothing_stored()
+
+
+def test_a_jsonl_line_whose_text_holds_u2028_or_u0085_imports_intact() -> None:
+    campaign = factories.campaign(name="Separators")
+    prompt = "First line\u2028second line\u2029third\u0085fourth"
+    response = "Yes\u2028no\u0085maybe"
+    line = prefloop_line(prompt=prompt, response_a=response)
+    # Written unescaped, with CRLF line ends: only "\n" may end a line, and its "\r" is dropped.
+    data = "\r\n".join(json.dumps(record, ensure_ascii=False) for record in (line, arena_line())).encode() + b"\r\n"
+    assert "\u2028".encode() in data
+    summary = judgements_import(campaign=campaign, data=data)
+    assert summary.judgements == 2
+    comparison = Comparison.objects.get(prompt__external_id="q1")
+    assert comparison.prompt.text == prompt
+    assert comparison.candidate_a.text == response
+
+
+def test_a_refused_file_leaves_no_campaign_made_by_create_behind(tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(jsonl(prefloop_line(), arena_line(winner="model_z")))
+    with pytest.raises(CommandError) as caught:
+        call_command("import_judgements", str(bad), "--campaign", "Fresh", "--create")
+    assert str(caught.value) == (
+        f"{bad}: line 2, field 'winner': must be one of model_a, model_b, tie, tie (bothbad), not 'model_z'; "
+        "nothing was imported"
+    )
+    assert not Campaign.objects.exists()
+    assert stored_counts() == nothing_stored()
+
+
+def test_a_file_the_database_refuses_leaves_no_campaign_variants_prompts_or_users_behind(tmp_path, monkeypatch) -> None:
+    def refuse(**kwargs: object) -> None:
+        raise IntegrityError("duplicate key")
+
+    # The last write of an import failing, as when a concurrent import of the same file gets there first.
+    monkeypatch.setattr("evaluator.services.imports.comparison_counters_refresh", refuse)
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(jsonl(prefloop_line(), arena_line()))
+    with pytest.raises(CommandError) as caught:
+        call_command("import_judgements", str(good), "--campaign", "Fresh", "--create")
+    assert str(caught.value) == (f"{good}: the database refused the import (duplicate key); nothing was imported")
+    assert not Campaign.objects.exists()
+    assert stored_counts() == nothing_stored()
+
+
+def test_the_command_says_nothing_was_imported_once_when_a_file_is_imported_twice(tmp_path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(jsonl(prefloop_line(), arena_line()))
+    call_command("import_judgements", str(good), "--campaign", "Twice", "--create")
+    before = stored_counts()
+    with pytest.raises(CommandError) as caught:
+        call_command("import_judgements", str(good), "--campaign", "Twice")
+    assert str(caught.value) == (
+        f"{good}: line 1, field 'annotator': 'imported-ann' already judged prompt 'q1' (alpha vs beta) in this "
+        "campaign (was the file imported before?); nothing was imported"
+    )
+    assert stored_counts() == before

@@ -1,6 +1,8 @@
 import pytest
 
+from evaluator.errors import ServiceError
 from evaluator.models import Campaign
+from evaluator.services.campaigns import campaign_update
 
 pytestmark = pytest.mark.django_db
 
@@ -86,14 +88,12 @@ def test_the_campaign_update_service_saves_only_what_changed_and_refuses_unknown
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from evaluator import services
-
     campaign = Campaign.objects.create(name="Service", guidelines="old")
     with CaptureQueriesContext(connection) as queries:
-        services.campaign_update(campaign=campaign, name="Service", guidelines="new", overlap=campaign.overlap)
+        campaign_update(campaign=campaign, name="Service", guidelines="new", overlap=campaign.overlap)
     update = [query["sql"] for query in queries if query["sql"].startswith("UPDATE")]
     assert len(update) == 1 and '"guidelines"' in update[0] and '"overlap"' not in update[0]
-    with pytest.raises(services.ServiceError, match="Unknown campaign settings: criteria"):
-        services.campaign_update(campaign=campaign, criteria=[])
+    with pytest.raises(ServiceError, match="Unknown campaign settings: criteria"):
+        campaign_update(campaign=campaign, criteria=[])
     campaign.refresh_from_db()
     assert campaign.guidelines == "new"

@@ -3,9 +3,10 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from evaluator import services
-from evaluator.models import Prompt
-from evaluator.prompt_files import PromptFileError, parse_prompt_file
+from evaluator.errors import ServiceError
+from evaluator.models import Campaign, Prompt
+from evaluator.parsing.prompts import PromptFileError, parse_prompt_file
+from evaluator.services.imports import prompts_import
 from tests import factories
 
 
@@ -64,16 +65,16 @@ def test_nothing_from_a_file_with_one_bad_line_is_stored() -> None:
     campaign = factories.campaign()
     data = jsonl({"id": "a", "prompt": "fine"}, {"id": "b", "prompt": "fine too"}) + b'\n{"id": "c"}'
     with pytest.raises(PromptFileError):
-        services.prompts_import(campaign=campaign, file_name="p.jsonl", data=data)
+        prompts_import(campaign=campaign, file_name="p.jsonl", data=data)
     assert Prompt.objects.count() == 0
 
 
 @pytest.mark.django_db
 def test_it_refuses_ids_the_campaign_already_has_and_stores_nothing() -> None:
     campaign = factories.campaign()
-    services.prompts_import(campaign=campaign, file_name="p.jsonl", data=jsonl({"id": "a", "prompt": "one"}))
-    with pytest.raises(services.ServiceError, match="already has prompt id"):
-        services.prompts_import(
+    prompts_import(campaign=campaign, file_name="p.jsonl", data=jsonl({"id": "a", "prompt": "one"}))
+    with pytest.raises(ServiceError, match="already has prompt id"):
+        prompts_import(
             campaign=campaign, file_name="p.jsonl", data=jsonl({"id": "new", "prompt": "x"}, {"id": "a", "prompt": "y"})
         )
     assert list(Prompt.objects.values_list("external_id", flat=True)) == ["a"]
@@ -118,3 +119,63 @@ def test_the_command_imports_a_file_and_reports_errors_with_the_line(tmp_path) -
     with pytest.raises(CommandError, match=r"bad.csv: line 3: field 'prompt' is missing or empty"):
         call_command("import_prompts", str(bad), "--campaign", "cmd")
     assert Prompt.objects.filter(campaign__name="cmd").count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["p.jsonl", "p.csv"])
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line_and_the_byte(name: str) -> None:
+    campaign = factories.campaign()
+    first = b"\xef\xbb\xbf" + (b'{"id": "a", "prompt": "fine"}\n' if name == "p.jsonl" else b"id,prompt\n")
+    before_bad_byte = first + (b'{"id": "b", "prompt": "caf' if name == "p.jsonl" else b"b,caf")
+    data = before_bad_byte + (b'\xe9"}\n' if name == "p.jsonl" else b"\xe9\n")
+    with pytest.raises(PromptFileError) as caught:
+        prompts_import(campaign=campaign, file_name=name, data=data)
+    assert str(caught.value) == f"line 2: the file is not UTF-8 (byte {len(before_bad_byte)})"
+    assert not Prompt.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_jsonl_line_whose_text_holds_u2028_or_u0085_imports_intact() -> None:
+    campaign = factories.campaign()
+    records = [
+        {"id": "a", "prompt": "One\u2028two\u2029three", "reference": "Four\u0085five"},
+        {"id": "b", "prompt": "Plain"},
+    ]
+    # Written unescaped, with CRLF line ends: only "\n" may end a line, and its "\r" is dropped.
+    data = "\r\n".join(json.dumps(record, ensure_ascii=False) for record in records).encode() + b"\r\n"
+    assert "\u2028".encode() in data
+    assert prompts_import(campaign=campaign, file_name="p.jsonl", data=data) == 2
+    stored = Prompt.objects.get(external_id="a")
+    assert (stored.text, stored.reference) == ("One\u2028two\u2029three", "Four\u0085five")
+
+
+@pytest.mark.django_db
+def test_a_csv_field_holding_u2028_or_u0085_imports_intact() -> None:
+    campaign = factories.campaign()
+    text = 'id,prompt,reference\r\na,One\u2028two\u2029three,Four\u0085five\r\nb,"Quoted\u2028and\nsplit",\r\n'
+    assert prompts_import(campaign=campaign, file_name="p.csv", data=text.encode()) == 2
+    stored = dict(Prompt.objects.values_list("external_id", "text"))
+    assert stored == {"a": "One\u2028two\u2029three", "b": "Quoted\u2028and\nsplit"}
+    assert Prompt.objects.get(external_id="a").reference == "Four\u0085five"
+
+
+@pytest.mark.django_db
+def test_a_refused_file_leaves_no_campaign_made_by_create_behind(tmp_path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,prompt\nq1,Fine\nq2,\n")
+    with pytest.raises(CommandError) as caught:
+        call_command("import_prompts", str(bad), "--campaign", "fresh", "--create")
+    assert str(caught.value) == f"{bad}: line 3: field 'prompt' is missing or empty; nothing was imported"
+    assert not Campaign.objects.exists()
+    assert not Prompt.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_command_says_nothing_was_imported_once_when_ids_are_taken(tmp_path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(jsonl({"id": "a", "prompt": "one"}))
+    call_command("import_prompts", str(good), "--campaign", "cmd", "--create")
+    with pytest.raises(CommandError) as caught:
+        call_command("import_prompts", str(good), "--campaign", "cmd")
+    assert str(caught.value) == f"{good}: The campaign already has prompt id(s): a; nothing was imported"
+    assert list(Prompt.objects.values_list("external_id", flat=True)) == ["a"]

@@ -8,9 +8,21 @@ from django.urls import reverse
 from django.utils import timezone
 from scipy.stats import binomtest
 
-from evaluator import quality, selectors, services
+from evaluator.errors import ServiceError
 from evaluator.models import AnnotatorFlag, AnswerFlag, Comparison
-from evaluator.quality import JUDGEMENT_COLUMNS, QualityThresholds, annotator_quality
+from evaluator.selectors.campaigns import annotator_quality_rows
+from evaluator.services.accounts import annotator_flag
+from evaluator.stats.quality import (
+    FAST,
+    JUDGEMENT_COLUMNS,
+    LOW_AGREEMENT,
+    LOW_GOLD,
+    QUALITY_COLUMNS,
+    SAME_OUTCOME,
+    SAME_SIDE,
+    QualityThresholds,
+    annotator_quality,
+)
 from tests import factories
 
 
@@ -101,9 +113,9 @@ def test_a_median_under_four_seconds_over_five_judgements_is_implausibly_fast() 
     too_few = [(2, index, 1, outcomes[index], True) for index in range(4)]
     just_enough_time = [(3, index, 4, outcomes[index], True) for index in range(5)]
     result = annotator_quality(rows(*fast, *too_few, *just_enough_time))
-    assert row_of(result, 1)["warnings"] == [quality.FAST]
-    assert quality.FAST not in row_of(result, 2)["warnings"]
-    assert quality.FAST not in row_of(result, 3)["warnings"]
+    assert row_of(result, 1)["warnings"] == [FAST]
+    assert FAST not in row_of(result, 2)["warnings"]
+    assert FAST not in row_of(result, 3)["warnings"]
 
 
 def test_a_left_rate_of_nine_in_ten_decisive_votes_is_always_the_same_side() -> None:
@@ -112,7 +124,7 @@ def test_a_left_rate_of_nine_in_ten_decisive_votes_is_always_the_same_side() -> 
     lefty += [(1, 9, 20, "a", False), (1, 10, 20, "tie", True)]
     nine_of_nine = [(2, index, 20, "a" if index % 2 else "b", bool(index % 2)) for index in range(9)]
     result = annotator_quality(rows(*lefty, *nine_of_nine))
-    assert row_of(result, 1)["left_rate"] == 0.9 and row_of(result, 1)["warnings"] == [quality.SAME_SIDE]
+    assert row_of(result, 1)["left_rate"] == 0.9 and row_of(result, 1)["warnings"] == [SAME_SIDE]
     # 9 of 9 is under the 10-vote minimum of the rate rule, and p = 0.0039 is not below 0.001.
     assert row_of(result, 2)["left_rate"] == 1.0 and row_of(result, 2)["warnings"] == []
 
@@ -126,7 +138,7 @@ def test_a_binomial_p_below_one_in_a_thousand_is_always_the_same_side_even_below
     result = annotator_quality(rows(*votes))
     one = row_of(result, 1)
     assert one["left_rate"] == pytest.approx(8 / 60)
-    assert one["left_p_value"] < 0.001 and one["warnings"] == [quality.SAME_SIDE]
+    assert one["left_p_value"] < 0.001 and one["warnings"] == [SAME_SIDE]
 
 
 def test_nine_ties_in_ten_choices_is_always_the_same_outcome() -> None:
@@ -134,14 +146,14 @@ def test_nine_ties_in_ten_choices_is_always_the_same_outcome() -> None:
     result = annotator_quality(rows(*ties))
     one = row_of(result, 1)
     assert (one["top_outcome"], one["top_outcome_share"]) == ("tie", 0.9)
-    assert one["warnings"] == [quality.SAME_OUTCOME]
+    assert one["warnings"] == [SAME_OUTCOME]
 
 
 def test_under_sixty_percent_of_five_gold_items_is_low_gold_accuracy() -> None:
     five = [(1, index, 20, outcome, True, "a") for index, outcome in enumerate(["a", "a", "b", "tie", "b"])]
     three = [(2, index, 20, outcome, True, "a") for index, outcome in enumerate(["b", "tie", "b"])]
     result = annotator_quality(rows(*five, *three))
-    assert row_of(result, 1)["gold_accuracy"] == 0.4 and row_of(result, 1)["warnings"] == [quality.LOW_GOLD]
+    assert row_of(result, 1)["gold_accuracy"] == 0.4 and row_of(result, 1)["warnings"] == [LOW_GOLD]
     assert row_of(result, 2)["gold_accuracy"] == 0.0 and row_of(result, 2)["warnings"] == []  # 3 < 5 gold items
 
 
@@ -155,7 +167,7 @@ def test_matching_the_others_majority_on_fewer_than_four_in_ten_pairs_is_low_agr
     result = annotator_quality(rows(*judgements))
     one = row_of(result, 1)
     assert (one["agreement_n"], one["agreement"]) == (10, 0.3)
-    assert one["warnings"] == [quality.LOW_AGREEMENT]
+    assert one["warnings"] == [LOW_AGREEMENT]
 
 
 def test_the_thresholds_can_be_set() -> None:
@@ -163,7 +175,7 @@ def test_the_thresholds_can_be_set() -> None:
     judgements = rows(*[(1, index, 10, outcomes[index], index % 2 == 0) for index in range(5)])
     assert annotator_quality(judgements)["warnings"].tolist() == [[]]
     strict = QualityThresholds(fast_median_seconds=12.0)
-    assert annotator_quality(judgements, strict)["warnings"].tolist() == [[quality.FAST]]
+    assert annotator_quality(judgements, strict)["warnings"].tolist() == [[FAST]]
 
 
 def test_a_judgement_without_an_overall_choice_counts_as_a_judgement_only() -> None:
@@ -174,7 +186,7 @@ def test_a_judgement_without_an_overall_choice_counts_as_a_judgement_only() -> N
 
 def test_no_judgements_give_an_empty_table_with_every_column() -> None:
     result = annotator_quality(rows())
-    assert result.empty and list(result.columns) == quality.QUALITY_COLUMNS
+    assert result.empty and list(result.columns) == QUALITY_COLUMNS
 
 
 # The page, from the database ---------------------------------------------------------------------------------
@@ -199,11 +211,11 @@ def test_the_selector_builds_every_row_from_the_database_in_two_queries(
     )
     AnswerFlag.objects.create(assignment=skipped, candidate=skipped.comparison.candidate_a, reason="broken")
     AnswerFlag.objects.create(assignment=skipped, candidate=skipped.comparison.candidate_b, reason="unsafe")
-    services.annotator_flag(annotator=third, reason="clicks without reading", by=annotator)
+    annotator_flag(annotator=third, reason="clicks without reading", by=annotator)
     factories.judgement(factories.comparison(factories.campaign()), annotator)  # another campaign: not counted
 
     with django_assert_num_queries(2):
-        rows = {row["username"]: row for row in selectors.annotator_quality_rows(campaign=campaign)}
+        rows = {row["username"]: row for row in annotator_quality_rows(campaign=campaign)}
 
     assert list(rows) == ["ann", "bea", "cid"]
     ann, bea = rows["ann"], rows["bea"]
@@ -258,8 +270,8 @@ def test_a_flag_without_a_reason_is_refused_and_stores_nothing(client, admin_use
     response = client.post(reverse("annotator_flag", args=[campaign.pk, annotator.pk]), {"reason": "  "}, follow=True)
     assert "Reason: This field is required." in response.content.decode()
     assert not AnnotatorFlag.objects.exists()
-    with pytest.raises(services.ServiceError, match="at most 1000"):
-        services.annotator_flag(annotator=annotator, reason="x" * 1001, by=admin_user)
+    with pytest.raises(ServiceError, match="at most 1000"):
+        annotator_flag(annotator=annotator, reason="x" * 1001, by=admin_user)
     assert not AnnotatorFlag.objects.exists()
 
 
@@ -291,7 +303,7 @@ def test_simulated_judgements_count_in_no_figure_and_scripted_accounts_are_liste
     factories.judgement(factories.comparison(factories.campaign()), second_annotator, simulated=True)
 
     with django_assert_num_queries(2):
-        rows = {row["username"]: row for row in selectors.annotator_quality_rows(campaign=campaign)}
+        rows = {row["username"]: row for row in annotator_quality_rows(campaign=campaign)}
 
     ann, bea, script = rows["ann"], rows["bea"], rows["oracle-0"]
     assert (ann["judgements"], ann["simulated"], ann["scripted"]) == (4, 0, False)

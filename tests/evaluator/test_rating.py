@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from scipy.stats import binomtest
 
-from evaluator import selectors, services
+from evaluator.errors import ServiceError
 from evaluator.models import (
     AnnotatorFlag,
     AnswerFlag,
@@ -31,6 +31,8 @@ from evaluator.models import (
     StatisticsSnapshot,
     TrainingJob,
 )
+from evaluator.selectors.campaigns import annotator_gold_accuracy
+from evaluator.services.rating import assignment_next, judgement_submit, leases_release
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -47,19 +49,15 @@ def all_sides(campaign, side: str) -> dict[str, str]:
 def test_a_screen_side_is_stored_as_the_variant_that_was_shown_there(side, left_is_a, outcome, annotator) -> None:
     campaign = factories.campaign()
     assignment = factories.assignment(factories.comparison(campaign), annotator, left_is_a=left_is_a)
-    services.judgement_submit(token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, side))
+    judgement_submit(token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, side))
     assert set(CriterionChoice.objects.values_list("outcome", flat=True)) == {outcome}
 
 
 def test_a_repeated_submission_stores_one_judgement_and_returns_it(annotator) -> None:
     campaign = factories.campaign()
     assignment = factories.assignment(factories.comparison(campaign), annotator)
-    first = services.judgement_submit(
-        token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, "left")
-    )
-    second = services.judgement_submit(
-        token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, "right")
-    )
+    first = judgement_submit(token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, "left"))
+    second = judgement_submit(token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, "right"))
     assert first.pk == second.pk
     assert Judgement.objects.count() == 1
     assert set(CriterionChoice.objects.values_list("outcome", flat=True)) == {"a"}
@@ -69,9 +67,7 @@ def test_another_annotators_token_is_refused_and_writes_nothing(annotator, secon
     campaign = factories.campaign()
     assignment = factories.assignment(factories.comparison(campaign), annotator)
     with pytest.raises(PermissionDenied):
-        services.judgement_submit(
-            token=str(assignment.token), annotator=second_annotator, choices=all_sides(campaign, "left")
-        )
+        judgement_submit(token=str(assignment.token), annotator=second_annotator, choices=all_sides(campaign, "left"))
     assert not Judgement.objects.exists()
 
 
@@ -80,8 +76,8 @@ def test_a_judgement_missing_a_criterion_is_refused_whole(annotator) -> None:
     assignment = factories.assignment(factories.comparison(campaign), annotator)
     choices = all_sides(campaign, "left")
     del choices["safety"]
-    with pytest.raises(services.ServiceError, match="safety"):
-        services.judgement_submit(token=str(assignment.token), annotator=annotator, choices=choices)
+    with pytest.raises(ServiceError, match="safety"):
+        judgement_submit(token=str(assignment.token), annotator=annotator, choices=choices)
     assert not Judgement.objects.exists()
     assert not CriterionChoice.objects.exists()
 
@@ -91,50 +87,50 @@ def test_a_comparison_is_handed_out_at_most_k_times_and_never_twice_to_one_annot
     factories.comparison(campaign)
     others = [factories.user(f"extra{i}", "annotator") for i in range(3)]
 
-    first = services.assignment_next(annotator=annotator)
-    assert services.assignment_next(annotator=annotator) == first  # the open lease is handed back, not a new one
-    services.judgement_submit(token=str(first.token), annotator=annotator, choices=all_sides(campaign, "tie"))
-    assert services.assignment_next(annotator=annotator) is None
-    assert services.assignment_next(annotator=others[0]) is not None
-    assert services.assignment_next(annotator=others[1]) is None  # k = 2 reached
+    first = assignment_next(annotator=annotator)
+    assert assignment_next(annotator=annotator) == first  # the open lease is handed back, not a new one
+    judgement_submit(token=str(first.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+    assert assignment_next(annotator=annotator) is None
+    assert assignment_next(annotator=others[0]) is not None
+    assert assignment_next(annotator=others[1]) is None  # k = 2 reached
     assert Assignment.objects.count() == 2
 
 
 def test_an_expired_lease_returns_the_comparison_to_the_pool_and_cannot_push_it_past_k(annotator) -> None:
     campaign = factories.campaign(overlap=1)
     factories.comparison(campaign)
-    late = services.assignment_next(annotator=annotator)
+    late = assignment_next(annotator=annotator)
     Assignment.objects.filter(pk=late.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     newcomer = factories.user("newcomer", "annotator")
-    fresh = services.assignment_next(annotator=newcomer)
+    fresh = assignment_next(annotator=newcomer)
     assert fresh is not None and fresh.comparison_id == late.comparison_id
-    with pytest.raises(services.ServiceError, match="time ran out"):
-        services.judgement_submit(token=str(late.token), annotator=annotator, choices=all_sides(campaign, "left"))
-    services.judgement_submit(token=str(fresh.token), annotator=newcomer, choices=all_sides(campaign, "left"))
+    with pytest.raises(ServiceError, match="time ran out"):
+        judgement_submit(token=str(late.token), annotator=annotator, choices=all_sides(campaign, "left"))
+    judgement_submit(token=str(fresh.token), annotator=newcomer, choices=all_sides(campaign, "left"))
     assert Judgement.objects.count() == 1
 
 
 def test_an_expired_lease_is_released_and_a_late_judgement_with_room_left_still_counts(annotator) -> None:
     campaign = factories.campaign(overlap=1)
     comparison = factories.comparison(campaign)
-    late = services.assignment_next(annotator=annotator)
+    late = assignment_next(annotator=annotator)
     Assignment.objects.filter(pk=late.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
-    assert services.leases_release() == 1
+    assert leases_release() == 1
     comparison.refresh_from_db()
     assert comparison.live_assignments == 0
-    services.judgement_submit(token=str(late.token), annotator=annotator, choices=all_sides(campaign, "left"))
+    judgement_submit(token=str(late.token), annotator=annotator, choices=all_sides(campaign, "left"))
     comparison.refresh_from_db()
     assert (comparison.live_assignments, comparison.judgement_count) == (1, 1)
-    assert services.assignment_next(annotator=factories.user("newcomer", "annotator")) is None
+    assert assignment_next(annotator=factories.user("newcomer", "annotator")) is None
 
 
 def test_the_lease_lasts_the_configured_minutes(annotator, settings) -> None:
     settings.PREFLOOP_LEASE_MINUTES = 7
     factories.comparison(factories.campaign())
     now = timezone.now()
-    assert services.assignment_next(annotator=annotator, now=now).lease_expires_at == now + timedelta(minutes=7)
+    assert assignment_next(annotator=annotator, now=now).lease_expires_at == now + timedelta(minutes=7)
 
 
 def test_an_annotator_gets_no_more_than_the_campaign_quota_counting_done_and_leased_work(annotator) -> None:
@@ -142,13 +138,13 @@ def test_an_annotator_gets_no_more_than_the_campaign_quota_counting_done_and_lea
     for _ in range(4):
         factories.comparison(campaign)
     now = timezone.now()
-    first = services.assignment_next(annotator=annotator, now=now)
-    services.judgement_submit(token=str(first.token), annotator=annotator, choices=all_sides(campaign, "tie"))
-    second = services.assignment_next(annotator=annotator, now=now)
+    first = assignment_next(annotator=annotator, now=now)
+    judgement_submit(token=str(first.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+    second = assignment_next(annotator=annotator, now=now)
     assert second is not None and second.pk != first.pk
-    services.judgement_submit(token=str(second.token), annotator=annotator, choices=all_sides(campaign, "tie"))
-    assert services.assignment_next(annotator=annotator, now=now) is None  # 1 done + 1 done = quota
-    assert services.assignment_next(annotator=factories.user("other", "annotator"), now=now) is not None
+    judgement_submit(token=str(second.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+    assert assignment_next(annotator=annotator, now=now) is None  # 1 done + 1 done = quota
+    assert assignment_next(annotator=factories.user("other", "annotator"), now=now) is not None
 
 
 def test_an_expired_unfinished_lease_no_longer_counts_against_the_quota(annotator) -> None:
@@ -156,9 +152,9 @@ def test_an_expired_unfinished_lease_no_longer_counts_against_the_quota(annotato
     factories.comparison(campaign)
     factories.comparison(campaign)
     now = timezone.now()
-    abandoned = services.assignment_next(annotator=annotator, now=now)
+    abandoned = assignment_next(annotator=annotator, now=now)
     later = now + timedelta(minutes=21)
-    fresh = services.assignment_next(annotator=annotator, now=later)
+    fresh = assignment_next(annotator=annotator, now=later)
     assert fresh is not None and fresh.comparison_id != abandoned.comparison_id
 
 
@@ -168,7 +164,7 @@ def test_gold_items_are_mixed_in_at_the_campaign_rate_and_look_like_any_other(an
     now = timezone.now()
     served = []
     for step in range(400):  # each claim lets the previous lease run out: no submit needed to move on
-        served.append(services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)))
+        served.append(assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)))
     gold_served = sum(item.comparison_id in gold_ids for item in served)
     assert binomtest(gold_served, len(served), 0.25).pvalue > 0.001, gold_served
     assert {item.comparison_id for item in served} <= plain_ids | gold_ids
@@ -181,11 +177,10 @@ def test_no_gold_item_is_served_at_gold_rate_zero(annotator) -> None:
     plain_ids = _bulk_comparisons(campaign, 5)
     now = timezone.now()
     served = {
-        services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)).comparison_id
-        for step in range(5)
+        assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)).comparison_id for step in range(5)
     }
     assert served == plain_ids and not served & gold_ids
-    assert services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * 5)) is None
+    assert assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * 5)) is None
 
 
 def test_gold_accuracy_is_the_share_of_overall_choices_that_match_the_gold_outcome(annotator, second_annotator):
@@ -195,8 +190,8 @@ def test_gold_accuracy_is_the_share_of_overall_choices_that_match_the_gold_outco
     for gold, outcome in zip(golds, ["a", "a", "b", "tie"], strict=True):
         factories.judgement(gold, annotator, {"overall": outcome, "safety": "a"})
     factories.judgement(factories.comparison(campaign), annotator, "b")  # not gold: not counted
-    assert selectors.annotator_gold_accuracy(campaign=campaign, annotator=annotator) == 0.5
-    assert selectors.annotator_gold_accuracy(campaign=campaign, annotator=second_annotator) is None
+    assert annotator_gold_accuracy(campaign=campaign, annotator=annotator) == 0.5
+    assert annotator_gold_accuracy(campaign=campaign, annotator=second_annotator) is None
 
 
 def test_active_selection_serves_the_fewest_judged_first_then_the_most_uncertain(annotator) -> None:
@@ -212,9 +207,7 @@ def test_active_selection_serves_the_fewest_judged_first_then_the_most_uncertain
     order = []
     now = timezone.now()
     for step in range(4):
-        order.append(
-            services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)).comparison_id
-        )
+        order.append(assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step)).comparison_id)
     # untouched: 0 judgements; unsure: 1 (no decisive vote = 50/50); split (margin 0) before settled (margin 1).
     assert order == [untouched.pk, unsure.pk, split.pk, settled.pk]
 
@@ -223,11 +216,12 @@ def test_random_selection_serves_the_least_filled_comparisons_first(annotator) -
     campaign = factories.campaign(overlap=3)
     busy = factories.comparison(campaign)
     idle = factories.comparison(campaign)
-    services.assignment_next(annotator=factories.user("early", "annotator"))
+    assignment_next(annotator=factories.user("early", "annotator"))
     busy_first = Assignment.objects.get().comparison_id
-    assert services.assignment_next(annotator=annotator).comparison_id == ({busy.pk, idle.pk} - {busy_first}).pop()
+    assert assignment_next(annotator=annotator).comparison_id == ({busy.pk, idle.pk} - {busy_first}).pop()
 
 
+@pytest.mark.slow
 def test_left_right_placement_over_ten_thousand_assignments_is_a_fair_coin() -> None:
     # 10,000 real claims through the whole service: 100 annotators claim once a round for 100 rounds, each round
     # past the last one's leases (which go back to the pool); then the stored sides are counted.
@@ -237,7 +231,7 @@ def test_left_right_placement_over_ten_thousand_assignments_is_a_fair_coin() -> 
     now = timezone.now()
     for step in range(100):
         for annotator in annotators:
-            assert services.assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step))
+            assert assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step))
     stored = Assignment.objects.filter(comparison__campaign=campaign)
     left = stored.filter(left_is_a=True).count()
     assert stored.count() == 10_000
@@ -246,7 +240,7 @@ def test_left_right_placement_over_ten_thousand_assignments_is_a_fair_coin() -> 
 
 def _judge_through_the_service(judge, comparison, side: str) -> None:
     task = factories.assignment(comparison, judge)
-    services.judgement_submit(token=str(task.token), annotator=judge, choices=all_sides(comparison.campaign, side))
+    judgement_submit(token=str(task.token), annotator=judge, choices=all_sides(comparison.campaign, side))
 
 
 def _bulk_comparisons(campaign, count: int, *, gold: str | None = None) -> set[int]:
@@ -416,7 +410,7 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
 
 
 def test_the_django_admin_lets_in_only_staff(client, annotator, researcher, admin_user, outsider) -> None:
-    # Accounts given the admin role are staff (evaluator/accounts.py) and hold every permission on Prefloop's
+    # Accounts given the admin role are staff (evaluator/services/accounts.py) and hold every permission on Prefloop's
     # models, not on users and groups: those pages stay with superusers.
     admin_user.is_staff = True
     admin_user.save(update_fields=["is_staff"])

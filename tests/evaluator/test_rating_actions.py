@@ -7,8 +7,9 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluator import services
+from evaluator.errors import ServiceError
 from evaluator.models import AnswerFlag, Assignment, CriterionChoice, Judgement, Prompt
+from evaluator.services.rating import answer_flag, assignment_next, assignment_skip, judgement_submit
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -26,11 +27,11 @@ def all_sides(campaign, side: str) -> dict[str, str]:
 def test_a_skip_releases_the_slot_at_once_and_keeps_the_reason(annotator) -> None:
     campaign = factories.campaign(overlap=1)
     comparison = factories.comparison(campaign)
-    task = services.assignment_next(annotator=annotator)
+    task = assignment_next(annotator=annotator)
     comparison.refresh_from_db()
     assert comparison.live_assignments == 1
 
-    skipped = services.assignment_skip(token=str(task.token), annotator=annotator, reason="  Not my field  ")
+    skipped = assignment_skip(token=str(task.token), annotator=annotator, reason="  Not my field  ")
 
     task.refresh_from_db()
     comparison.refresh_from_db()
@@ -38,16 +39,16 @@ def test_a_skip_releases_the_slot_at_once_and_keeps_the_reason(annotator) -> Non
     assert task.skipped_at is not None and skipped.pk == task.pk
     assert comparison.live_assignments == 0
     newcomer = factories.user("newcomer", "annotator")
-    assert services.assignment_next(annotator=newcomer).comparison_id == comparison.pk  # back in the pool
+    assert assignment_next(annotator=newcomer).comparison_id == comparison.pk  # back in the pool
 
 
 def test_a_skipped_pair_never_comes_back_to_the_annotator(annotator) -> None:
     campaign = factories.campaign(overlap=3)
     only = factories.comparison(campaign)
-    task = services.assignment_next(annotator=annotator)
-    services.assignment_skip(token=str(task.token), annotator=annotator, reason="Unclear prompt")
-    assert services.assignment_next(annotator=annotator) is None
-    assert services.assignment_next(annotator=annotator, now=timezone.now() + timedelta(days=2)) is None
+    task = assignment_next(annotator=annotator)
+    assignment_skip(token=str(task.token), annotator=annotator, reason="Unclear prompt")
+    assert assignment_next(annotator=annotator) is None
+    assert assignment_next(annotator=annotator, now=timezone.now() + timedelta(days=2)) is None
     assert Assignment.objects.filter(comparison=only, annotator=annotator).count() == 1
 
 
@@ -55,27 +56,27 @@ def test_a_skip_does_not_count_against_the_quota(annotator) -> None:
     campaign = factories.campaign(overlap=1, quota_per_annotator=1)
     factories.comparison(campaign)
     factories.comparison(campaign)
-    first = services.assignment_next(annotator=annotator)
-    services.assignment_skip(token=str(first.token), annotator=annotator, reason="Cannot judge")
-    second = services.assignment_next(annotator=annotator)
+    first = assignment_next(annotator=annotator)
+    assignment_skip(token=str(first.token), annotator=annotator, reason="Cannot judge")
+    second = assignment_next(annotator=annotator)
     assert second is not None and second.comparison_id != first.comparison_id
-    services.judgement_submit(token=str(second.token), annotator=annotator, choices=all_sides(campaign, "tie"))
-    assert services.assignment_next(annotator=annotator) is None  # one rated = the quota
+    judgement_submit(token=str(second.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+    assert assignment_next(annotator=annotator) is None  # one rated = the quota
 
 
 def test_a_repeated_skip_changes_nothing(annotator) -> None:
     campaign = factories.campaign()
     task = factories.assignment(factories.comparison(campaign), annotator)
-    first = services.assignment_skip(token=str(task.token), annotator=annotator, reason="first reason")
-    again = services.assignment_skip(token=str(task.token), annotator=annotator, reason="second reason")
+    first = assignment_skip(token=str(task.token), annotator=annotator, reason="first reason")
+    again = assignment_skip(token=str(task.token), annotator=annotator, reason="second reason")
     assert again.skipped_at == first.skipped_at and again.skip_reason == "first reason"
 
 
 @pytest.mark.parametrize(("reason", "message"), [("   ", "Say why"), ("x" * 501, "501 characters")])
 def test_a_skip_without_a_usable_reason_is_refused_and_writes_nothing(annotator, reason, message) -> None:
     task = factories.assignment(factories.comparison(factories.campaign()), annotator)
-    with pytest.raises(services.ServiceError, match=message):
-        services.assignment_skip(token=str(task.token), annotator=annotator, reason=reason)
+    with pytest.raises(ServiceError, match=message):
+        assignment_skip(token=str(task.token), annotator=annotator, reason=reason)
     task.refresh_from_db()
     assert (task.skipped_at, task.skip_reason, task.released) == (None, "", False)
 
@@ -83,7 +84,7 @@ def test_a_skip_without_a_usable_reason_is_refused_and_writes_nothing(annotator,
 def test_another_annotators_skip_is_refused(annotator, second_annotator) -> None:
     task = factories.assignment(factories.comparison(factories.campaign()), annotator)
     with pytest.raises(PermissionDenied):
-        services.assignment_skip(token=str(task.token), annotator=second_annotator, reason="mine now")
+        assignment_skip(token=str(task.token), annotator=second_annotator, reason="mine now")
     task.refresh_from_db()
     assert task.skipped_at is None
 
@@ -91,14 +92,14 @@ def test_another_annotators_skip_is_refused(annotator, second_annotator) -> None
 def test_a_rated_pair_cannot_be_skipped_and_a_skipped_pair_cannot_be_rated(annotator) -> None:
     campaign = factories.campaign()
     rated = factories.assignment(factories.comparison(campaign), annotator)
-    services.judgement_submit(token=str(rated.token), annotator=annotator, choices=all_sides(campaign, "left"))
-    with pytest.raises(services.ServiceError, match="already rated"):
-        services.assignment_skip(token=str(rated.token), annotator=annotator, reason="too late")
+    judgement_submit(token=str(rated.token), annotator=annotator, choices=all_sides(campaign, "left"))
+    with pytest.raises(ServiceError, match="already rated"):
+        assignment_skip(token=str(rated.token), annotator=annotator, reason="too late")
 
     skipped = factories.assignment(factories.comparison(campaign), annotator)
-    services.assignment_skip(token=str(skipped.token), annotator=annotator, reason="skip it")
-    with pytest.raises(services.ServiceError, match="skipped"):
-        services.judgement_submit(token=str(skipped.token), annotator=annotator, choices=all_sides(campaign, "left"))
+    assignment_skip(token=str(skipped.token), annotator=annotator, reason="skip it")
+    with pytest.raises(ServiceError, match="skipped"):
+        judgement_submit(token=str(skipped.token), annotator=annotator, choices=all_sides(campaign, "left"))
     assert Judgement.objects.count() == 1
 
 
@@ -143,7 +144,7 @@ def test_an_htmx_skip_without_a_reason_shows_the_same_pair_with_the_problem(clie
 def test_a_flag_names_the_answer_shown_on_that_side(annotator, side, left_is_a, flagged) -> None:
     comparison = factories.comparison(factories.campaign())
     task = factories.assignment(comparison, annotator, left_is_a=left_is_a)
-    flag = services.answer_flag(token=str(task.token), annotator=annotator, side=side, reason="unsafe", note=" why ")
+    flag = answer_flag(token=str(task.token), annotator=annotator, side=side, reason="unsafe", note=" why ")
     expected = comparison.candidate_a if flagged == "a" else comparison.candidate_b
     assert (flag.candidate, flag.reason, flag.note, flag.assignment) == (expected, "unsafe", "why", task)
 
@@ -151,9 +152,9 @@ def test_a_flag_names_the_answer_shown_on_that_side(annotator, side, left_is_a, 
 def test_a_repeated_flag_is_stored_once_and_other_reasons_add_flags(annotator) -> None:
     task = factories.assignment(factories.comparison(factories.campaign()), annotator)
     token = str(task.token)
-    first = services.answer_flag(token=token, annotator=annotator, side="left", reason="broken", note="cut off")
-    again = services.answer_flag(token=token, annotator=annotator, side="left", reason="broken", note="other note")
-    services.answer_flag(token=token, annotator=annotator, side="left", reason="identity", note="")
+    first = answer_flag(token=token, annotator=annotator, side="left", reason="broken", note="cut off")
+    again = answer_flag(token=token, annotator=annotator, side="left", reason="broken", note="other note")
+    answer_flag(token=token, annotator=annotator, side="left", reason="identity", note="")
     assert again.pk == first.pk and again.note == "cut off"
     assert AnswerFlag.objects.count() == 2
 
@@ -168,15 +169,15 @@ def test_a_repeated_flag_is_stored_once_and_other_reasons_add_flags(annotator) -
 )
 def test_a_bad_flag_is_refused_with_the_problem_named(annotator, fields, message) -> None:
     task = factories.assignment(factories.comparison(factories.campaign()), annotator)
-    with pytest.raises(services.ServiceError, match=message):
-        services.answer_flag(token=str(task.token), annotator=annotator, **fields)
+    with pytest.raises(ServiceError, match=message):
+        answer_flag(token=str(task.token), annotator=annotator, **fields)
     assert not AnswerFlag.objects.exists()
 
 
 def test_another_annotators_flag_is_refused(annotator, second_annotator) -> None:
     task = factories.assignment(factories.comparison(factories.campaign()), annotator)
     with pytest.raises(PermissionDenied):
-        services.answer_flag(token=str(task.token), annotator=second_annotator, side="left", reason="unsafe")
+        answer_flag(token=str(task.token), annotator=second_annotator, side="left", reason="unsafe")
     assert not AnswerFlag.objects.exists()
 
 
@@ -224,8 +225,8 @@ def test_both_bad_is_refused_where_the_campaign_does_not_offer_it(client, annota
         reverse("rate_submit", args=[task.token]), {**all_sides(campaign, "left"), "overall": "both_bad"}
     )
     assert response.status_code == 400
-    with pytest.raises(services.ServiceError, match="left, right or tie"):
-        services.judgement_submit(
+    with pytest.raises(ServiceError, match="left, right or tie"):
+        judgement_submit(
             token=str(task.token), annotator=annotator, choices={**all_sides(campaign, "tie"), "safety": "both_bad"}
         )
     assert not Judgement.objects.exists()
@@ -256,7 +257,7 @@ def test_reference_and_context_show_only_where_the_campaign_says_so(client, anno
     client.force_login(annotator)
     first = client.get(reverse("rate")).content.decode()  # the oldest campaign first: hidden
     assert "Reference answer" not in first and "The reference" not in first and "Some context text" not in first
-    services.assignment_skip(token=str(Assignment.objects.get().token), annotator=annotator, reason="next")
+    assignment_skip(token=str(Assignment.objects.get().token), annotator=annotator, reason="next")
     second = client.get(reverse("rate")).content.decode()
     assert "Reference answer" in second and "The reference <em>answer</em>" in second
     assert "Context given with the prompt" in second and "Some context text" in second

@@ -7,9 +7,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from evaluator import services
+from evaluator.errors import ServiceError
 from evaluator.forms import CampaignForm
 from evaluator.models import DEFAULT_CRITERIA, Campaign, CriterionChoice
+from evaluator.services.campaigns import campaign_create
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -84,10 +85,10 @@ def test_a_refused_rubric_is_shown_on_the_manage_page_and_creates_nothing(client
 
 
 def test_the_campaign_service_refuses_criteria_without_a_definition() -> None:
-    with pytest.raises(services.ServiceError, match="Criterion 1: “Tone” has no definition"):
-        services.campaign_create(name="Raw", criteria=[{"slug": "tone", "label": "Tone", "definition": ""}])
-    with pytest.raises(services.ServiceError, match="must be a list of"):
-        services.campaign_create(name="Raw", criteria=[{"slug": "tone", "label": "Tone"}])
+    with pytest.raises(ServiceError, match="Criterion 1: “Tone” has no definition"):
+        campaign_create(name="Raw", criteria=[{"slug": "tone", "label": "Tone", "definition": ""}])
+    with pytest.raises(ServiceError, match="must be a list of"):
+        campaign_create(name="Raw", criteria=[{"slug": "tone", "label": "Tone"}])
     assert not Campaign.objects.exists()
 
 

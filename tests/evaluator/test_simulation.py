@@ -2,10 +2,12 @@ import random
 
 import pytest
 
-from evaluator import selectors, services
+from evaluator.errors import ServiceError
 from evaluator.models import Assignment, CriterionChoice, Judgement
-from evaluator.selectors import VoteFilters
-from evaluator.simulation import (
+from evaluator.selectors.campaigns import VoteFilters, campaign_statistics, votes_frame
+from evaluator.selectors.training import round_results
+from evaluator.services.rating import side_to_outcome
+from evaluator.services.simulation import (
     DEFAULT_RULE,
     KEY_TERM,
     key_term,
@@ -16,7 +18,6 @@ from evaluator.simulation import (
     simulated_round_rate,
     stem,
 )
-from evaluator.training_selectors import round_results
 from tests import factories
 
 # The default rule: repeated words ---------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def test_the_repetition_rule_ignores_the_key_term() -> None:
 
 
 def test_an_unknown_rule_is_refused_by_name() -> None:
-    with pytest.raises(services.ServiceError, match="rule must be one of repetition, key-term, got 'longest'"):
+    with pytest.raises(ServiceError, match="rule must be one of repetition, key-term, got 'longest'"):
         oracle_preference(PROMPT, "A.", "B.", rule="longest")
 
 
@@ -238,11 +239,11 @@ def test_simulated_judgements_are_left_out_of_statistics_and_round_results_unles
     second.save(update_fields=["parent"])
     simulated_round_rate(campaign=campaign, annotators=[annotator])
 
-    default_votes = selectors.votes_frame(campaign=campaign)
+    default_votes = votes_frame(campaign=campaign)
     assert set(default_votes["annotator_id"]) == {person.pk}
-    all_votes = selectors.votes_frame(campaign=campaign, filters=VoteFilters(include_simulated=True))
+    all_votes = votes_frame(campaign=campaign, filters=VoteFilters(include_simulated=True))
     assert set(all_votes["annotator_id"]) == {person.pk, annotator.pk}
-    assert selectors.campaign_statistics(campaign=campaign, n_boot=10).n_votes == 1  # the person's judgement
+    assert campaign_statistics(campaign=campaign, n_boot=10).n_votes == 1  # the person's judgement
     # The child (second) won the three simulated judgements and lost the person's one.
     assert round_results()[second.pk].judgements == 1
     counted = round_results(include_simulated=True)[second.pk]
@@ -270,7 +271,7 @@ def test_noise_replaces_the_rule_by_a_draw_that_the_seed_decides(annotator) -> N
         draw = random.Random(f"7:{annotator.pk}:{choice.judgement.comparison_id}")
         draw.random()
         side = draw.choice(("left", "right", "tie"))
-        expected = services.side_to_outcome(side, left_is_a=choice.judgement.assignment.left_is_a)
+        expected = side_to_outcome(side, left_is_a=choice.judgement.assignment.left_is_a)
         assert choice.outcome == expected
     assert set(Judgement.objects.values_list("rationale", flat=True)) == {"Simulated: a random choice (noise)."}
 
@@ -287,7 +288,7 @@ def test_noise_replaces_the_rule_by_a_draw_that_the_seed_decides(annotator) -> N
 )
 def test_bad_arguments_are_refused_before_anything_is_rated(annotator, kwargs, message) -> None:
     campaign, _, _ = _campaign_with_pairs(1)
-    with pytest.raises(services.ServiceError, match=message):
+    with pytest.raises(ServiceError, match=message):
         simulated_round_rate(campaign=campaign, **{"annotators": [annotator], **kwargs})
     assert not Assignment.objects.exists()
 
@@ -295,6 +296,6 @@ def test_bad_arguments_are_refused_before_anything_is_rated(annotator, kwargs, m
 @pytest.mark.django_db
 def test_naming_one_annotator_twice_is_refused(annotator) -> None:
     campaign, _, _ = _campaign_with_pairs(1)
-    with pytest.raises(services.ServiceError, match="only once"):
+    with pytest.raises(ServiceError, match="only once"):
         simulated_round_rate(campaign=campaign, annotators=[annotator, annotator])
     assert not Judgement.objects.exists()

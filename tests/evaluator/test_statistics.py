@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from evaluator.statistics import (
+from evaluator.stats.statistics import (
     RATING_SCALE,
     agreement,
     annotator_left_rates,

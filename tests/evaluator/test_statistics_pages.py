@@ -6,9 +6,10 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from evaluator import services
 from evaluator.models import AnnotatorFlag
-from evaluator.plots import Interval, interval_chart
+from evaluator.services.accounts import api_token_rotate
+from evaluator.services.rating import judgement_submit
+from evaluator.stats.plots import Interval, interval_chart
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def judged_campaign(annotators, *, wins_for_b: int = 6, ties: int = 2):
         side = "right" if index < wins_for_b else "tie"
         for annotator in annotators:
             assignment = factories.assignment(comparison, annotator, left_is_a=True)
-            services.judgement_submit(
+            judgement_submit(
                 token=str(assignment.token),
                 annotator=annotator,
                 choices={slug: side for slug in campaign.criterion_slugs},
@@ -73,7 +74,7 @@ def test_the_api_needs_a_researcher_token_and_returns_the_statistics(annotator, 
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=annotator).key}")
     assert api.get("/api/campaigns/").status_code == 403
 
-    api.credentials(HTTP_AUTHORIZATION=f"Token {services.api_token_rotate(user=researcher)}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_rotate(user=researcher)}")
     campaigns = api.get("/api/campaigns/").json()
     assert [c["name"] for c in campaigns] == ["Stats"] and campaigns[0]["comparison_count"] == 8
     stats = api.get(f"/api/campaigns/{campaign.pk}/statistics/", {"n_boot": 200}).json()

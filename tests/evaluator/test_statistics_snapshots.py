@@ -9,9 +9,10 @@ from datetime import date
 import pytest
 from django.urls import reverse
 
-from evaluator import selectors, services
+from evaluator.errors import ServiceError
 from evaluator.models import JobStatus, StatisticsSnapshot
-from evaluator.selectors import VoteFilters
+from evaluator.selectors.campaigns import VoteFilters, campaign_statistics_json
+from evaluator.services.snapshots import statistics_snapshot_queue, statistics_snapshot_start
 from tests import factories
 from workers.tasks import build_statistics_snapshot
 
@@ -38,7 +39,8 @@ def overall_wins(report: dict) -> tuple[int, int]:
 
 
 def build(snapshot: StatisticsSnapshot) -> StatisticsSnapshot:
-    build_statistics_snapshot(snapshot.pk)  # the task, called in-process
+    # The task, run in-process through Celery's tracer: its failure policy (JobTask.on_failure) included.
+    build_statistics_snapshot.apply((snapshot.pk,))
     snapshot.refresh_from_db()
     return snapshot
 
@@ -51,7 +53,7 @@ def test_a_queued_snapshot_is_built_with_the_pages_statistics_and_a_snapshot_key
 ) -> None:
     filters = VoteFilters(include_simulated=True, since=date(2000, 1, 1))
     with django_capture_on_commit_callbacks() as enqueued:
-        snapshot = services.statistics_snapshot_queue(campaign=campaign, filters=filters, created_by=researcher)
+        snapshot = statistics_snapshot_queue(campaign=campaign, filters=filters, created_by=researcher)
     assert len(enqueued) == 1  # the task goes out with the commit, not before
     assert (snapshot.status, snapshot.payload, snapshot.n_boot) == (JobStatus.QUEUED, "", 1000)
     assert snapshot.filters == {
@@ -69,7 +71,7 @@ def test_a_queued_snapshot_is_built_with_the_pages_statistics_and_a_snapshot_key
     assert snapshot.sha256 == hashlib.sha256(snapshot.payload.encode()).hexdigest()
     frozen = json.loads(snapshot.payload)
     meta = frozen.pop("snapshot")
-    page = selectors.campaign_statistics_json(campaign=campaign, filters=filters, n_boot=1000)
+    page = campaign_statistics_json(campaign=campaign, filters=filters, n_boot=1000)
     assert frozen == json.loads(json.dumps(page))  # the page's numbers, bootstrap intervals included
     assert overall_wins(frozen) == (6, 6)  # the script's four votes for base count: they were asked for
     assert meta["id"] == snapshot.pk and meta["campaign"] == "Snap shot" and meta["created_by"] == "rex"
@@ -77,7 +79,7 @@ def test_a_queued_snapshot_is_built_with_the_pages_statistics_and_a_snapshot_key
 
 
 def test_a_prompt_level_snapshot_without_simulated_judgements_counts_the_peoples_majorities(campaign) -> None:
-    snapshot = build(services.statistics_snapshot_queue(campaign=campaign, filters=VoteFilters(), prompt_level=True))
+    snapshot = build(statistics_snapshot_queue(campaign=campaign, filters=VoteFilters(), prompt_level=True))
     frozen = json.loads(snapshot.payload)
     assert overall_wins(frozen) == (1, 3)
     assert frozen["snapshot"]["view"] == "prompt"
@@ -93,8 +95,8 @@ def test_a_prompt_level_snapshot_without_simulated_judgements_counts_the_peoples
 def test_impossible_filters_are_refused_and_nothing_is_queued(
     campaign, filters, message, django_capture_on_commit_callbacks
 ) -> None:
-    with django_capture_on_commit_callbacks() as enqueued, pytest.raises(services.ServiceError, match=message):
-        services.statistics_snapshot_queue(campaign=campaign, filters=filters)
+    with django_capture_on_commit_callbacks() as enqueued, pytest.raises(ServiceError, match=message):
+        statistics_snapshot_queue(campaign=campaign, filters=filters)
     assert not StatisticsSnapshot.objects.exists() and not enqueued
 
 
@@ -109,9 +111,9 @@ def test_stored_filters_that_cannot_be_read_fail_the_snapshot_with_the_reason(ca
 
 
 def test_a_redelivered_task_leaves_an_ended_snapshot_as_it_is(campaign) -> None:
-    snapshot = build(services.statistics_snapshot_queue(campaign=campaign, filters=VoteFilters()))
+    snapshot = build(statistics_snapshot_queue(campaign=campaign, filters=VoteFilters()))
     payload, finished_at = snapshot.payload, snapshot.finished_at
-    assert services.statistics_snapshot_start(snapshot_id=snapshot.pk) is None
+    assert statistics_snapshot_start(snapshot_id=snapshot.pk) is None
     assert build(snapshot).payload == payload and snapshot.finished_at == finished_at
 
 
@@ -158,7 +160,7 @@ def test_a_researcher_saves_a_snapshot_of_the_filters_the_page_shows(
 
 
 def test_a_built_snapshot_is_listed_with_its_hash_and_downloads_byte_for_byte(client, admin_user, campaign) -> None:
-    snapshot = build(services.statistics_snapshot_queue(campaign=campaign, filters=VoteFilters()))
+    snapshot = build(statistics_snapshot_queue(campaign=campaign, filters=VoteFilters()))
     client.force_login(admin_user)
     download = reverse("statistics_snapshot_download", args=[campaign.pk, snapshot.pk])
     html = client.get(f"/stats/{campaign.pk}/").content.decode()
@@ -175,7 +177,7 @@ def test_a_built_snapshot_is_listed_with_its_hash_and_downloads_byte_for_byte(cl
 
 
 def test_a_snapshot_not_built_yet_or_of_another_campaign_is_not_downloaded(client, researcher, campaign) -> None:
-    snapshot = services.statistics_snapshot_queue(campaign=campaign, filters=VoteFilters())
+    snapshot = statistics_snapshot_queue(campaign=campaign, filters=VoteFilters())
     client.force_login(researcher)
     waiting = client.get(reverse("statistics_snapshot_download", args=[campaign.pk, snapshot.pk]))
     assert waiting.status_code == 409

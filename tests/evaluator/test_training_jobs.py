@@ -10,9 +10,25 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from evaluator import jobs, selectors, services
+from evaluator.errors import ServiceError
 from evaluator.models import GenerationJob, JobStatus, ModelVariant, TrainingJob
-from evaluator.training_selectors import training_job_live
+from evaluator.selectors.campaigns import decisive_vote_count
+from evaluator.selectors.training import training_job_live
+from evaluator.services.training_jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    held_out_prompts_draw,
+    training_job_beat,
+    training_job_cancel,
+    training_job_cancelled,
+    training_job_progress,
+    training_job_queue,
+    training_job_resume,
+    training_job_resume_point,
+    training_job_start,
+    training_job_succeed,
+    training_jobs_reap,
+    worker_identity,
+)
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +46,7 @@ def rated_campaign(annotator):
 
 
 def queued_job(campaign, parent, **fields) -> TrainingJob:
-    job = services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+    job = training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
     if fields:
         TrainingJob.objects.filter(pk=job.pk).update(**fields)
         job.refresh_from_db()
@@ -47,7 +63,7 @@ def dead_pid() -> int:
 def test_queueing_stores_the_settings_rules_and_sources(rated_campaign, admin_user) -> None:
     campaign, parent = rated_campaign
     other = factories.campaign(name="Other source")
-    job = services.training_job_queue(
+    job = training_job_queue(
         campaign=campaign,
         parent_variant=parent,
         training=TRAINING,
@@ -56,7 +72,7 @@ def test_queueing_stores_the_settings_rules_and_sources(rated_campaign, admin_us
         held_out_prompts=[campaign.prompts.first().external_id],
         created_by=admin_user,
     )
-    assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.max_attempts == jobs.DEFAULT_MAX_ATTEMPTS
+    assert job.status == JobStatus.QUEUED and job.attempts == 0 and job.max_attempts == DEFAULT_MAX_ATTEMPTS
     assert job.config["training"] == TRAINING
     assert job.config["selection"] == {"criterion": "overall", "min_agreement": 0.6}
     assert job.config["held_out_prompts"] == [campaign.prompts.first().external_id]
@@ -75,15 +91,15 @@ def test_queueing_stores_the_settings_rules_and_sources(rated_campaign, admin_us
 )
 def test_bad_training_settings_are_refused_by_name_and_nothing_is_stored(rated_campaign, training, message) -> None:
     campaign, parent = rated_campaign
-    with pytest.raises(services.ServiceError, match=message):
-        services.training_job_queue(campaign=campaign, parent_variant=parent, training=training)
+    with pytest.raises(ServiceError, match=message):
+        training_job_queue(campaign=campaign, parent_variant=parent, training=training)
     assert not TrainingJob.objects.exists()
 
 
 def test_held_out_prompts_must_belong_to_the_campaign(rated_campaign) -> None:
     campaign, parent = rated_campaign
-    with pytest.raises(services.ServiceError, match="not-a-prompt"):
-        services.training_job_queue(
+    with pytest.raises(ServiceError, match="not-a-prompt"):
+        training_job_queue(
             campaign=campaign, parent_variant=parent, training=TRAINING, held_out_prompts=["not-a-prompt"]
         )
     assert not TrainingJob.objects.exists()
@@ -93,8 +109,8 @@ def test_a_campaign_without_decisive_preferences_cannot_be_trained_on(annotator)
     campaign = factories.campaign()
     parent = factories.variant()
     factories.judgement(factories.comparison(campaign, variants=(parent, factories.variant())), annotator, "tie")
-    with pytest.raises(services.ServiceError, match="No decisive overall preferences"):
-        services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+    with pytest.raises(ServiceError, match="No decisive overall preferences"):
+        training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
 
 
 def test_simulated_votes_count_as_decisive_preferences_only_when_the_selection_includes_them(annotator) -> None:
@@ -102,12 +118,12 @@ def test_simulated_votes_count_as_decisive_preferences_only_when_the_selection_i
     parent = factories.variant()
     comparison = factories.comparison(campaign, variants=(parent, factories.variant()))
     factories.judgement(comparison, annotator, "a", simulated=True)
-    assert selectors.decisive_vote_count(campaign=campaign) == 0  # the campaign page's count before a retrain
-    with pytest.raises(services.ServiceError, match="No decisive overall preferences"):
-        services.training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
+    assert decisive_vote_count(campaign=campaign) == 0  # the campaign page's count before a retrain
+    with pytest.raises(ServiceError, match="No decisive overall preferences"):
+        training_job_queue(campaign=campaign, parent_variant=parent, training=TRAINING)
     assert not TrainingJob.objects.exists()
 
-    job = services.training_job_queue(
+    job = training_job_queue(
         campaign=campaign, parent_variant=parent, training=TRAINING, selection={"include_simulated": True}
     )
     assert job.config["selection"] == {"include_simulated": True}
@@ -117,25 +133,25 @@ def test_the_held_out_draw_is_reproducible_and_leaves_prompts_to_train_on() -> N
     campaign = factories.campaign()
     for _ in range(10):
         factories.prompt(campaign)
-    first = jobs.held_out_prompts_draw(campaign=campaign, share=0.2, seed=7)
-    assert first == jobs.held_out_prompts_draw(campaign=campaign, share=0.2, seed=7)
+    first = held_out_prompts_draw(campaign=campaign, share=0.2, seed=7)
+    assert first == held_out_prompts_draw(campaign=campaign, share=0.2, seed=7)
     assert len(first) == 2
-    assert len(jobs.held_out_prompts_draw(campaign=campaign, share=0.9, seed=7)) == 9
-    assert jobs.held_out_prompts_draw(campaign=campaign, share=0.0, seed=7) == []
+    assert len(held_out_prompts_draw(campaign=campaign, share=0.9, seed=7)) == 9
+    assert held_out_prompts_draw(campaign=campaign, share=0.0, seed=7) == []
 
 
 def test_a_start_claims_a_queued_job_once(rated_campaign) -> None:
     job = queued_job(*rated_campaign)
-    started = jobs.training_job_start(job_id=job.pk)
+    started = training_job_start(job_id=job.pk)
     assert started is not None and started.status == JobStatus.RUNNING and started.attempts == 1
-    assert started.worker == jobs.worker_identity()
+    assert started.worker == worker_identity()
     # A second delivery while this process (alive) holds the job gets nothing.
-    assert jobs.training_job_start(job_id=job.pk) is None
+    assert training_job_start(job_id=job.pk) is None
     assert TrainingJob.objects.get(pk=job.pk).attempts == 1
 
 
 def test_a_running_job_whose_worker_process_died_is_taken_over_as_a_new_attempt(rated_campaign) -> None:
-    host = jobs.worker_identity().rpartition(":")[0]
+    host = worker_identity().rpartition(":")[0]
     job = queued_job(
         *rated_campaign,
         status=JobStatus.RUNNING,
@@ -143,22 +159,22 @@ def test_a_running_job_whose_worker_process_died_is_taken_over_as_a_new_attempt(
         worker=f"{host}:{dead_pid()}",
         heartbeat_at=timezone.now(),
     )
-    started = jobs.training_job_start(job_id=job.pk)
-    assert started is not None and started.attempts == 2 and started.worker == jobs.worker_identity()
+    started = training_job_start(job_id=job.pk)
+    assert started is not None and started.attempts == 2 and started.worker == worker_identity()
 
 
 def test_a_job_held_on_another_host_is_taken_over_only_once_its_heartbeat_is_stale(rated_campaign, settings) -> None:
     settings.PREFLOOP_JOB_STALE_SECONDS = 600
     now = timezone.now()
     job = queued_job(*rated_campaign, status=JobStatus.RUNNING, attempts=1, worker="elsewhere:123", heartbeat_at=now)
-    assert jobs.training_job_start(job_id=job.pk, now=now + timedelta(seconds=30)) is None
-    assert jobs.training_job_start(job_id=job.pk, now=now + timedelta(seconds=601)) is not None
+    assert training_job_start(job_id=job.pk, now=now + timedelta(seconds=30)) is None
+    assert training_job_start(job_id=job.pk, now=now + timedelta(seconds=601)) is not None
 
 
 def test_a_job_out_of_attempts_fails_instead_of_starting(rated_campaign) -> None:
-    host = jobs.worker_identity().rpartition(":")[0]
+    host = worker_identity().rpartition(":")[0]
     job = queued_job(*rated_campaign, status=JobStatus.RUNNING, attempts=3, worker=f"{host}:{dead_pid()}")
-    assert jobs.training_job_start(job_id=job.pk) is None
+    assert training_job_start(job_id=job.pk) is None
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "3 attempts" in job.error and job.finished_at is not None
 
@@ -169,60 +185,60 @@ def test_the_reaper_requeues_a_stale_job_of_a_lost_worker_and_leaves_live_ones(r
     old = timezone.now() - timedelta(minutes=5)
     lost = queued_job(campaign, parent, status=JobStatus.RUNNING, attempts=1, worker="gone:1", heartbeat_at=old)
     alive = queued_job(
-        campaign, parent, status=JobStatus.RUNNING, attempts=1, worker=jobs.worker_identity(), heartbeat_at=old
+        campaign, parent, status=JobStatus.RUNNING, attempts=1, worker=worker_identity(), heartbeat_at=old
     )
     fresh = queued_job(
         campaign, parent, status=JobStatus.RUNNING, attempts=1, worker="gone:2", heartbeat_at=timezone.now()
     )
-    assert services.training_jobs_reap() == [lost.pk]
+    assert training_jobs_reap() == [lost.pk]
     assert TrainingJob.objects.get(pk=lost.pk).status == JobStatus.QUEUED
     assert TrainingJob.objects.get(pk=alive.pk).status == JobStatus.RUNNING
     assert TrainingJob.objects.get(pk=fresh.pk).status == JobStatus.RUNNING
 
 
 def test_cancelling_a_queued_job_ends_it_at_once(rated_campaign) -> None:
-    job = services.training_job_cancel(job=queued_job(*rated_campaign))
+    job = training_job_cancel(job=queued_job(*rated_campaign))
     assert job.status == JobStatus.CANCELLED and job.finished_at is not None
-    assert jobs.training_job_start(job_id=job.pk) is None
+    assert training_job_start(job_id=job.pk) is None
 
 
 def test_cancelling_a_running_job_raises_the_flag_its_training_loop_checks(rated_campaign) -> None:
     job = queued_job(*rated_campaign)
-    jobs.training_job_start(job_id=job.pk)
-    assert jobs.training_job_beat(job_id=job.pk) is False
-    services.training_job_cancel(job=job)
+    training_job_start(job_id=job.pk)
+    assert training_job_beat(job_id=job.pk) is False
+    training_job_cancel(job=job)
     assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
-    assert jobs.training_job_beat(job_id=job.pk) is True
-    jobs.training_job_cancelled(job_id=job.pk)
+    assert training_job_beat(job_id=job.pk) is True
+    training_job_cancelled(job_id=job.pk)
     assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.CANCELLED
-    with pytest.raises(services.ServiceError, match="already ended"):
-        services.training_job_cancel(job=job)
+    with pytest.raises(ServiceError, match="already ended"):
+        training_job_cancel(job=job)
 
 
 def test_a_cancelled_job_resumes_with_fresh_attempts_and_its_flag_cleared(rated_campaign) -> None:
     job = queued_job(*rated_campaign)
-    jobs.training_job_start(job_id=job.pk)
-    services.training_job_cancel(job=job)
-    jobs.training_job_cancelled(job_id=job.pk)
-    resumed = services.training_job_resume(job=job)
+    training_job_start(job_id=job.pk)
+    training_job_cancel(job=job)
+    training_job_cancelled(job_id=job.pk)
+    resumed = training_job_resume(job=job)
     assert resumed.status == JobStatus.QUEUED and not resumed.cancel_requested and resumed.finished_at is None
-    assert resumed.max_attempts == 1 + jobs.DEFAULT_MAX_ATTEMPTS
-    with pytest.raises(services.ServiceError, match="Only a failed or cancelled job"):
-        services.training_job_resume(job=resumed)
+    assert resumed.max_attempts == 1 + DEFAULT_MAX_ATTEMPTS
+    with pytest.raises(ServiceError, match="Only a failed or cancelled job"):
+        training_job_resume(job=resumed)
 
 
 def test_metrics_past_the_resumed_checkpoint_are_dropped(rated_campaign) -> None:
     job = queued_job(*rated_campaign)
     for step in (1, 2, 3):
-        jobs.training_job_progress(job_id=job.pk, log={"step": step, "loss": 0.7, "max_steps": 4})
-    jobs.training_job_resume_point(job=job, step=2)
+        training_job_progress(job_id=job.pk, log={"step": step, "loss": 0.7, "max_steps": 4})
+    training_job_resume_point(job=job, step=2)
     job.refresh_from_db()
     assert [log["step"] for log in job.metrics] == [1, 2] and job.progress_step == 2
 
 
 def test_a_resumed_job_estimates_its_time_left_at_the_pace_of_the_current_attempt(rated_campaign) -> None:
     def log(step: int) -> None:
-        jobs.training_job_progress(job_id=job.pk, log={"step": step, "loss": 0.6, "epoch": step / 20, "max_steps": 20})
+        training_job_progress(job_id=job.pk, log={"step": step, "loss": 0.6, "epoch": step / 20, "max_steps": 20})
 
     def eta(now) -> int | None:
         job.refresh_from_db()
@@ -230,16 +246,16 @@ def test_a_resumed_job_estimates_its_time_left_at_the_pace_of_the_current_attemp
 
     job = queued_job(*rated_campaign)
     first_start = timezone.now() - timedelta(hours=3)
-    jobs.training_job_start(job_id=job.pk, now=first_start)
+    training_job_start(job_id=job.pk, now=first_start)
     for step in range(1, 7):
         log(step)
     assert eta(first_start + timedelta(seconds=60)) == 10 * 14  # 6 steps in 60 s, 14 to go
     # The worker died after step 6; two hours later a new one resumes from the checkpoint of step 4.
-    host = jobs.worker_identity().rpartition(":")[0]
+    host = worker_identity().rpartition(":")[0]
     TrainingJob.objects.filter(pk=job.pk).update(worker=f"{host}:{dead_pid()}")
     second_start = first_start + timedelta(hours=2)
-    jobs.training_job_start(job_id=job.pk, now=second_start)
-    jobs.training_job_resume_point(job=job, step=4)
+    training_job_start(job_id=job.pk, now=second_start)
+    training_job_resume_point(job=job, step=4)
     log(5)
     assert eta(second_start + timedelta(seconds=3)) is None, "one step of this attempt is no pace yet"
     log(6)
@@ -250,15 +266,15 @@ def test_a_resumed_job_estimates_its_time_left_at_the_pace_of_the_current_attemp
 def test_success_registers_one_variant_and_queues_its_round_on_the_held_out_prompts(rated_campaign) -> None:
     campaign, parent = rated_campaign
     held_out = campaign.prompts.first()
-    job = services.training_job_queue(
+    job = training_job_queue(
         campaign=campaign, parent_variant=parent, training=TRAINING, held_out_prompts=[held_out.external_id]
     )
-    jobs.training_job_start(job_id=job.pk)
+    training_job_start(job_id=job.pk)
     lineage = {"dataset_sha256": "abc"}
-    variant = jobs.training_job_succeed(job_id=job.pk, adapter_dir="/a", base_model="tiny", lineage=lineage)
+    variant = training_job_succeed(job_id=job.pk, adapter_dir="/a", base_model="tiny", lineage=lineage)
     assert variant is not None and variant.parent == parent and variant.training_job_id == job.pk
     # A second delivery that also got to the end registers nothing more.
-    again = jobs.training_job_succeed(job_id=job.pk, adapter_dir="/b", base_model="tiny", lineage=lineage)
+    again = training_job_succeed(job_id=job.pk, adapter_dir="/b", base_model="tiny", lineage=lineage)
     assert again is None
     assert ModelVariant.objects.filter(training_job=job).count() == 1
     round_job = GenerationJob.objects.get(training_job=job)

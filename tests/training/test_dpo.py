@@ -13,9 +13,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from training.dpo import DPOJobConfig, DPOResult, QLoRASettings, build_dpo_trainer, latest_checkpoint, train_dpo
-from training.generate import GenerationRequest, GenerationSettings, generate, load_for_generation
+from training.dpo import DPOJobConfig, build_dpo_trainer, train_dpo
+from training.generation.hf import generate, load_for_generation
+from training.generation.settings import GenerationRequest, GenerationSettings
 from training.preferences import read_preference_jsonl
+from training.trainer_common import QLoRASettings, TrainingResult, latest_checkpoint
+
+# Real TRL/PEFT training or merging on the tiny model: left out of `make test-fast`.
+pytestmark = pytest.mark.training
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +43,7 @@ def job_config(model: Path, dataset: Path, output_dir: Path, **overrides: Any) -
 @pytest.fixture(scope="module")
 def trained(
     tiny_model_dir: Path, preference_file: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[DPOResult, list[dict[str, Any]], Path]:
+) -> tuple[TrainingResult, list[dict[str, Any]], Path]:
     """One three-step run, shared by the tests that inspect its outputs."""
     output_dir = tmp_path_factory.mktemp("dpo-run")
     logged: list[dict[str, Any]] = []
@@ -47,7 +52,7 @@ def trained(
 
 
 def test_the_loss_of_every_step_is_logged_to_the_callback_and_to_metrics_jsonl(
-    trained: tuple[DPOResult, list[dict[str, Any]], Path],
+    trained: tuple[TrainingResult, list[dict[str, Any]], Path],
 ) -> None:
     result, logged, output_dir = trained
 
@@ -65,7 +70,7 @@ def test_the_loss_of_every_step_is_logged_to_the_callback_and_to_metrics_jsonl(
 
 
 def test_it_saves_only_lora_weights_and_they_moved_from_their_zero_start(
-    trained: tuple[DPOResult, list[dict[str, Any]], Path],
+    trained: tuple[TrainingResult, list[dict[str, Any]], Path],
 ) -> None:
     result, _, output_dir = trained
 
@@ -82,7 +87,7 @@ def test_it_saves_only_lora_weights_and_they_moved_from_their_zero_start(
 
 
 def test_the_adapter_loads_back_for_generation_and_changes_the_model(
-    trained: tuple[DPOResult, list[dict[str, Any]], Path], tiny_model_dir: Path
+    trained: tuple[TrainingResult, list[dict[str, Any]], Path], tiny_model_dir: Path
 ) -> None:
     result, _, _ = trained
     model, tokenizer = load_for_generation(
@@ -128,7 +133,7 @@ def test_training_changes_the_lora_weights_and_leaves_the_base_weights_alone(
 
 
 def test_the_same_seed_trains_the_same_adapter(
-    trained: tuple[DPOResult, list[dict[str, Any]], Path],
+    trained: tuple[TrainingResult, list[dict[str, Any]], Path],
     tiny_model_dir: Path,
     preference_file: Path,
     tmp_path: Path,
@@ -199,7 +204,7 @@ def test_a_run_stopped_after_step_4_and_resumed_from_its_checkpoint_ends_as_an_u
     assert [entry for entry in written if "train_runtime" in entry] == [logged[-1]]
     whole_losses = [entry["loss"] for entry in uninterrupted.metrics if "loss" in entry]
     assert [entry["loss"] for entry in written if "loss" in entry] == whole_losses
-    # The checkpoint restores the adapter (in the bfloat16 TRL keeps a QLoRA adapter in: see ResumeInPlace),
+    # The checkpoint restores the adapter (in the bfloat16 TRL keeps a QLoRA adapter in: see training.trainers),
     # optimizer, scheduler and RNG states, and the data order is skipped forward: the resumed run repeats the
     # uninterrupted one bit for bit.
     whole = load_file(uninterrupted.adapter_dir / "adapter_model.safetensors")

@@ -13,6 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from training.export import ExportError, ExportUnavailable, export_gguf, main, merge_adapter
 
+# Real TRL/PEFT training or merging on the tiny model: left out of `make test-fast`.
+pytestmark = pytest.mark.training
+
 TEXT = "What is a checkpoint? It is the saved state of a training run."
 
 

@@ -132,3 +132,23 @@ def test_the_fingerprint_is_the_sha256_of_the_file_and_follows_its_content(tmp_p
     assert first == hashlib.sha256(path.read_bytes()).hexdigest()
     write_jsonl([GOOD, GOOD], path)
     assert dataset_fingerprint(path) != first
+
+
+# Inside a JSON string these need no escape, and json.dumps(ensure_ascii=False) writes them as they are.
+SEPARATORS = "line\u2028separator, paragraph\u2029separator, next\x85line"
+
+
+def test_it_reads_a_record_whose_answer_holds_a_line_separator(tmp_path: Path) -> None:
+    record = {**GOOD, "chosen": [{"role": "assistant", "content": SEPARATORS}]}
+    path = tmp_path / "preferences.jsonl"
+    write_jsonl([record, GOOD], path)
+
+    assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, not escaped
+    assert read_preference_jsonl(path) == [record, GOOD]
+
+
+def test_it_reads_a_file_with_windows_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "preferences.jsonl"
+    path.write_bytes((json.dumps(GOOD) + "\r\n\r\n" + json.dumps(GOOD) + "\r\n").encode())
+
+    assert read_preference_jsonl(path) == [GOOD, GOOD]

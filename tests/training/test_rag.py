@@ -429,6 +429,18 @@ def test_search_rejects_bad_queries_and_k(retriever: Retriever, queries: object,
         retriever.search_many(queries, k)  # type: ignore[arg-type]
 
 
+def test_it_reads_back_a_chunk_whose_text_holds_line_separators(tmp_path: Path) -> None:
+    text = "Archive notes. A line\u2028separator, a paragraph\u2029separator and a next\x85line mark stay put."
+    out = tmp_path / "index"
+    build_index([("notes.md", text)], out, chunk_size=200, chunk_overlap=20)
+
+    loaded = Retriever.load(out)
+
+    assert "\u2028" in (out / CHUNKS_FILE).read_text(encoding="utf-8")  # written raw, not escaped
+    assert loaded.chunks == [{"document": "notes.md", "chunk": 0, "text": text}]
+    assert loaded.search("archive notes", 1)[0].text == text
+
+
 def test_building_again_replaces_an_index_but_never_a_foreign_directory(tmp_path: Path) -> None:
     out = tmp_path / "index"
     build_index([("a.txt", "Alpha paragraph about archives.")], out, chunk_size=100, chunk_overlap=10)

@@ -24,6 +24,9 @@ from training.sft import (
     train_sft,
 )
 
+# Real TRL/PEFT training or merging on the tiny model: left out of `make test-fast`.
+pytestmark = pytest.mark.training
+
 
 def job_config(model: Path, dataset: Path, output_dir: Path, **overrides: Any) -> SFTJobConfig:
     values = {
@@ -249,3 +252,36 @@ def test_a_config_round_trips_through_yaml_with_its_sft_fields(tmp_path: Path) -
 
     assert SFTJobConfig.from_yaml(path) == config
     assert config.learning_rate == 2e-4
+
+
+# Inside a JSON string these need no escape, and json.dumps(ensure_ascii=False) writes them as they are.
+SEPARATORS = "line\u2028separator, paragraph\u2029separator, next\x85line"
+
+
+def test_it_reads_a_question_and_answer_that_hold_line_separators(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    write_jsonl([{"question": f"Why? {SEPARATORS}", "answer": SEPARATORS}], path)
+
+    assert sft_records_from_qa(path) == [
+        {
+            "messages": [
+                {"role": "user", "content": f"Why? {SEPARATORS}"},
+                {"role": "assistant", "content": SEPARATORS},
+            ]
+        }
+    ]
+
+
+def test_it_reads_a_conversation_whose_answer_holds_line_separators(tmp_path: Path) -> None:
+    record = {"messages": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": SEPARATORS}]}
+    path = tmp_path / "messages.jsonl"
+    write_jsonl([record], path)
+
+    assert read_sft_jsonl(path) == [record]
+
+
+def test_it_reads_question_answer_files_with_windows_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    path.write_bytes(b'{"question": "One?", "answer": "Yes."}\r\n\r\n{"question": "Two?", "answer": "No."}\r\n')
+
+    assert [record["messages"][1]["content"] for record in sft_records_from_qa(path)] == ["Yes.", "No."]

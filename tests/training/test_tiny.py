@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from training.generate import GenerationRequest, GenerationSettings, generate, load_for_generation
+from training.generation.hf import generate, load_for_generation
+from training.generation.settings import GenerationRequest, GenerationSettings
 from training.tiny import (
     IM_END,
     IM_START,
@@ -180,3 +181,11 @@ def test_greedy_answers_repeat_the_corpus_in_full_precision_and_mostly_in_4bit(t
     # The pretraining memorises most of the 80 answers; NF4 rounding costs a few.
     assert answers_starting_right(full) >= 70
     assert answers_starting_right(quantized) >= 60
+
+
+def test_it_reads_a_corpus_answer_that_holds_line_separators(tmp_path: Path) -> None:
+    answer = "line\u2028separator, paragraph\u2029separator, next\x85line"
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"question": "Why?", "answer": answer}, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    assert load_corpus(path) == [("Why?", answer)]

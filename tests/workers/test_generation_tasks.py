@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from evaluator import retrieval, services
+from evaluator.errors import ServiceError
 from evaluator.models import Candidate, Comparison, DocumentCollection, GenerationJob, JobStatus
+from evaluator.services.collections import collection_create, documents_add
+from evaluator.services.generation import candidate_seed, generation_job_samples
+from evaluator.services.variants import variant_create
 from tests import factories
 from tests.conftest import database_url, start_worker, wait_until_ready
-from training import vllm_backend
-from workers.tasks import candidate_seed, generate_candidates, index_collection
+from training.generation import vllm
+from workers.tasks import generate_candidates, index_collection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +32,7 @@ def queued_generation(campaign, variants, samples_per_prompt: int | None = None)
     `samples_per_prompt` each variant gives its own count."""
     job = GenerationJob.objects.create(campaign=campaign, samples_per_prompt=samples_per_prompt)
     job.variants.set(variants)
-    job.total = campaign.prompts.count() * sum(services.generation_job_samples(job=job).values())
+    job.total = campaign.prompts.count() * sum(generation_job_samples(job=job).values())
     job.save(update_fields=["total"])
     return job
 
@@ -115,7 +118,7 @@ def test_each_variant_answers_its_own_number_of_samples_and_every_answer_is_pair
     assert job.status == JobStatus.SUCCEEDED and job.done == job.total == 2 * (3 + 1)
 
 
-@pytest.mark.skipif(vllm_backend.available(), reason="vLLM is installed here; the test is about a worker without it")
+@pytest.mark.skipif(vllm.available(), reason="vLLM is installed here; the test is about a worker without it")
 def test_a_worker_set_to_vllm_without_vllm_fails_the_job_saying_how_to_install_it(
     tiny_model_dir: Path, settings
 ) -> None:
@@ -125,8 +128,9 @@ def test_a_worker_set_to_vllm_without_vllm_fails_the_job_saying_how_to_install_i
     variants = [factories.variant(base_model=str(tiny_model_dir), generation_settings=SHORT) for _ in range(2)]
     job = queued_generation(campaign, variants)
 
-    with pytest.raises(vllm_backend.VLLMUnavailableError):
-        generate_candidates.run(job.pk)
+    # Through Celery's tracer, in-process: the task's failure policy (JobTask.on_failure) records the reason.
+    with pytest.raises(vllm.VLLMUnavailableError):
+        generate_candidates.apply((job.pk,)).get()
 
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.finished_at is not None
@@ -196,7 +200,7 @@ def test_a_generation_task_whose_worker_process_is_killed_is_redelivered_and_fil
 
 
 def test_a_retrieval_variant_answers_with_the_passages_retrieved_for_its_prompt(tiny_model_dir: Path) -> None:
-    collection = retrieval.collection_create(
+    collection = collection_create(
         name="Archive notes", embedding_model="all-MiniLM-L6-v2", chunk_size=300, chunk_overlap=30
     )
     planted = "The Vellmar archive keeps its paper stores below a humidity limit of 43 percent."
@@ -205,14 +209,14 @@ def test_a_retrieval_variant_answers_with_the_passages_retrieved_for_its_prompt(
         ("bees.txt", b"Honey bees communicate the direction of flowers with a waggle dance."),
         ("trains.txt", b"The first steam locomotive ran on rails in 1804 in Wales."),
     ]
-    assert retrieval.documents_add(collection=collection, files=files) == 3
+    assert documents_add(collection=collection, files=files) == 3
     collection = wait_until_indexed(collection)
     assert collection.status == JobStatus.SUCCEEDED and collection.chunk_count >= 3
 
     campaign = factories.campaign()
     factories.prompt(campaign, text="What humidity limit does the Vellmar archive keep?")
     plain = factories.variant(base_model=str(tiny_model_dir), generation_settings=SHORT)
-    rag = services.variant_create(
+    rag = variant_create(
         name="tiny + archive",
         base_model=str(tiny_model_dir),
         generation_settings=SHORT,
@@ -230,11 +234,9 @@ def test_a_retrieval_variant_answers_with_the_passages_retrieved_for_its_prompt(
 
 
 def test_an_upload_with_an_unreadable_file_is_refused_whole() -> None:
-    collection = retrieval.collection_create(
-        name="Mixed", embedding_model="all-MiniLM-L6-v2", chunk_size=300, chunk_overlap=30
-    )
+    collection = collection_create(name="Mixed", embedding_model="all-MiniLM-L6-v2", chunk_size=300, chunk_overlap=30)
     files = [("good.txt", b"Readable text."), ("bad.pdf", b"%PDF-1.4 this is not a PDF")]
-    with pytest.raises(services.ServiceError, match=r"bad\.pdf"):
-        retrieval.documents_add(collection=collection, files=files)
+    with pytest.raises(ServiceError, match=r"bad\.pdf"):
+        documents_add(collection=collection, files=files)
     assert not collection.documents.exists()
     assert DocumentCollection.objects.get(pk=collection.pk).status == JobStatus.QUEUED

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from evaluator import services
 from evaluator.models import Comparison, GenerationJob, JobStatus, ModelVariant, TrainingJob
+from evaluator.services.training_jobs import training_job_queue
 from tests import factories
 from tests.conftest import wait_until
 from tests.evaluator.test_the_loop import logged_in, post_form
@@ -61,7 +61,7 @@ def test_a_qlora_dpo_job_trains_registers_its_variant_and_starts_its_round(
     campaign, parent = rated_campaign
     base_before = base_digest(Path(parent.base_model))
     held_out = sorted(campaign.prompts.values_list("external_id", flat=True))[:2]
-    job = services.training_job_queue(
+    job = training_job_queue(
         campaign=campaign,
         parent_variant=parent,
         training={**TRAINING, "max_steps": 3, "save_steps": 2},
@@ -94,7 +94,7 @@ def test_a_running_job_cancelled_from_its_page_ends_cancelled_within_a_few_steps
     celery_worker_process, rated_campaign, admin_user
 ) -> None:
     campaign, parent = rated_campaign
-    job = services.training_job_queue(campaign=campaign, parent_variant=parent, training={**TRAINING, "max_steps": 500})
+    job = training_job_queue(campaign=campaign, parent_variant=parent, training={**TRAINING, "max_steps": 500})
     wait_until(lambda: job_state(job.pk).progress_step >= 2, "the job's first steps")
     client = logged_in(admin_user.username)
     post_form(client, f"/manage/jobs/{job.pk}/", f"/manage/jobs/{job.pk}/cancel/", {})
@@ -110,7 +110,7 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint_and_registers_
     celery_worker_process, rated_campaign
 ) -> None:
     campaign, parent = rated_campaign
-    job = services.training_job_queue(
+    job = training_job_queue(
         campaign=campaign, parent_variant=parent, training={**TRAINING, "max_steps": 14, "save_steps": 3}
     )
     wait_until(lambda: job_state(job.pk).progress_step >= 4 and job_state(job.pk).last_checkpoint, "a checkpoint")

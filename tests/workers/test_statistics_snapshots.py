@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from evaluator import selectors, services
 from evaluator.models import JobStatus, StatisticsSnapshot
-from evaluator.selectors import VoteFilters
+from evaluator.selectors.campaigns import VoteFilters, campaign_statistics_json
+from evaluator.services.snapshots import statistics_snapshot_queue
 from tests import factories
 from tests.conftest import wait_until
 from workers.celery import app
@@ -40,7 +40,7 @@ def test_a_worker_builds_a_queued_snapshot_with_the_pages_numbers(
         factories.judgement(comparison, annotator, "b" if index else "a")
         factories.judgement(comparison, second_annotator, "b")
 
-    snapshot = services.statistics_snapshot_queue(
+    snapshot = statistics_snapshot_queue(
         campaign=campaign, filters=VoteFilters(), prompt_level=True, created_by=researcher
     )
     snapshot = ended(snapshot.pk)
@@ -48,7 +48,7 @@ def test_a_worker_builds_a_queued_snapshot_with_the_pages_numbers(
     assert snapshot.status == JobStatus.SUCCEEDED, snapshot.error
     frozen = json.loads(snapshot.payload)
     assert frozen.pop("snapshot")["created_by"] == "rex"
-    page = selectors.campaign_statistics_json(campaign=campaign, filters=VoteFilters(), prompt_level=True)
+    page = campaign_statistics_json(campaign=campaign, filters=VoteFilters(), prompt_level=True)
     assert frozen == json.loads(json.dumps(page))
 
 

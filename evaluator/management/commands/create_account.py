@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from evaluator.accounts import account_create_or_reset
 from evaluator.roles import ROLES
+from evaluator.services.accounts import account_create_or_reset
 
 
 class Command(BaseCommand):

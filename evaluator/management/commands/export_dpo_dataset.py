@@ -5,7 +5,7 @@
         [--held-out-prompts FILE] [--include-gold] [--include-flagged]
 
 jsonl writes TRL preference JSONL to PATH; hf writes a Hugging Face `datasets` folder (load_from_disk). The
-selection rules are evaluator.dpo_dataset.SelectionRules (docs/formats.md).
+selection rules are evaluator.selectors.dpo_dataset.SelectionRules (docs/formats.md).
 """
 
 import json
@@ -14,14 +14,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluator.dpo_dataset import (
+from evaluator.models import OVERALL, Campaign
+from evaluator.selectors.dpo_dataset import (
     SelectionRules,
     dpo_hf_write,
     dpo_jsonl_write,
     held_out_prompts_read,
     preference_records_select,
 )
-from evaluator.models import OVERALL, Campaign
 
 
 class Command(BaseCommand):

@@ -11,9 +11,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluator.exports import RAW_FORMATS, judgements_export
 from evaluator.models import Campaign
-from evaluator.selectors import VoteFilters
+from evaluator.selectors.campaigns import VoteFilters
+from evaluator.selectors.exports import RAW_FORMATS, judgements_export
 
 
 class Command(BaseCommand):

@@ -10,10 +10,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluator.exports import SUMMARY_FORMATS, SUMMARY_TABLES, summary_export
 from evaluator.management.commands.export_judgements import write_chunks
 from evaluator.models import Campaign
-from evaluator.selectors import VoteFilters
+from evaluator.selectors.campaigns import VoteFilters
+from evaluator.selectors.exports import SUMMARY_FORMATS, SUMMARY_TABLES, summary_export
 
 
 class Command(BaseCommand):

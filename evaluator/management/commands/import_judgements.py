@@ -1,15 +1,19 @@
 """Import judgements: `python manage.py import_judgements judgements.jsonl --campaign "My campaign" [--create]`.
 
-The file is JSONL in Prefloop's or Chatbot Arena's shape (docs/formats.md); all or nothing.
+The file is JSONL in Prefloop's or Chatbot Arena's shape (docs/formats.md); all or nothing, a campaign made by
+--create included.
 """
 
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
-from evaluator.judgement_import import JudgementFileError, judgements_import
-from evaluator.management.commands._campaigns import campaign_by_name
+from evaluator.errors import ServiceError
+from evaluator.management.commands._campaigns import campaign_by_name, import_refused
+from evaluator.parsing.judgements import JudgementFileError
+from evaluator.services.imports import judgements_import
 
 
 class Command(BaseCommand):
@@ -24,11 +28,14 @@ class Command(BaseCommand):
         path: Path = options["file"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
-        campaign = campaign_by_name(options["campaign"], create=options["create"])
+        data = path.read_bytes()
         try:
-            summary = judgements_import(campaign=campaign, data=path.read_bytes())
-        except JudgementFileError as error:
-            raise CommandError(f"{path}: {error}; nothing was imported") from None
+            # One transaction: a refused file rolls back the campaign --create made for it too.
+            with transaction.atomic():
+                campaign = campaign_by_name(options["campaign"], create=options["create"])
+                summary = judgements_import(campaign=campaign, data=data)
+        except (JudgementFileError, ServiceError) as error:
+            raise import_refused(path, error) from None
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported {summary.judgements} judgements into {campaign.name!r} "

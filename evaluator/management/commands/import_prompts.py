@@ -1,13 +1,18 @@
-"""Import prompts: `python manage.py import_prompts prompts.jsonl --campaign "My campaign" [--create]`."""
+"""Import prompts: `python manage.py import_prompts prompts.jsonl --campaign "My campaign" [--create]`.
+
+All or nothing, a campaign made by --create included.
+"""
 
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
-from evaluator import services
-from evaluator.management.commands._campaigns import campaign_by_name
-from evaluator.prompt_files import PromptFileError
+from evaluator.errors import ServiceError
+from evaluator.management.commands._campaigns import campaign_by_name, import_refused
+from evaluator.parsing.prompts import PromptFileError
+from evaluator.services.imports import prompts_import
 
 
 class Command(BaseCommand):
@@ -22,9 +27,12 @@ class Command(BaseCommand):
         path: Path = options["file"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
-        campaign = campaign_by_name(options["campaign"], create=options["create"])
+        data = path.read_bytes()
         try:
-            count = services.prompts_import(campaign=campaign, file_name=path.name, data=path.read_bytes())
-        except (PromptFileError, services.ServiceError) as error:
-            raise CommandError(f"{path}: {error}; nothing was imported") from None
+            # One transaction: a refused file rolls back the campaign --create made for it too.
+            with transaction.atomic():
+                campaign = campaign_by_name(options["campaign"], create=options["create"])
+                count = prompts_import(campaign=campaign, file_name=path.name, data=data)
+        except (PromptFileError, ServiceError) as error:
+            raise import_refused(path, error) from None
         self.stdout.write(self.style.SUCCESS(f"Imported {count} prompts into {campaign.name!r}."))

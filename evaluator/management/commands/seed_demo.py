@@ -13,9 +13,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from evaluator import retrieval, services
-from evaluator.accounts import account_create_or_reset
 from evaluator.models import Campaign, DocumentCollection, GenerationJob, ModelVariant
+from evaluator.services.accounts import account_create_or_reset
+from evaluator.services.campaigns import campaign_create
+from evaluator.services.collections import collection_create, documents_add
+from evaluator.services.generation import generation_job_queue
+from evaluator.services.imports import prompts_import
+from evaluator.services.variants import variant_create
 
 DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.jsonl"
 DEMO_CAMPAIGN = "Heritage and PEFT questions"
@@ -39,7 +43,7 @@ class Command(BaseCommand):
         campaign = self._campaign()
         variants = [*self._variants(base_model), self._rag_variant(base_model, campaign)]
         if not GenerationJob.objects.filter(campaign=campaign).exists():
-            job = services.generation_job_queue(campaign=campaign, variants=variants)
+            job = generation_job_queue(campaign=campaign, variants=variants)
             self.stdout.write(f"Queued generation job #{job.pk}: {job.total} answers from {len(variants)} variants.")
 
     def _base_model(self) -> str:
@@ -63,14 +67,12 @@ class Command(BaseCommand):
     def _campaign(self) -> Campaign:
         campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
         if campaign is None:
-            campaign = services.campaign_create(
+            campaign = campaign_create(
                 name=DEMO_CAMPAIGN,
                 description="Cultural-heritage Q&A and questions about LoRA, QLoRA and DPO.",
                 overlap=2,
             )
-            count = services.prompts_import(
-                campaign=campaign, file_name=DEMO_PROMPTS.name, data=DEMO_PROMPTS.read_bytes()
-            )
+            count = prompts_import(campaign=campaign, file_name=DEMO_PROMPTS.name, data=DEMO_PROMPTS.read_bytes())
             self.stdout.write(f"Created campaign {campaign.name!r} with {count} prompts.")
         return campaign
 
@@ -82,7 +84,7 @@ class Command(BaseCommand):
         ]
         variants = []
         for name, generation in specs:
-            variant = ModelVariant.objects.filter(name=name).first() or services.variant_create(
+            variant = ModelVariant.objects.filter(name=name).first() or variant_create(
                 name=name, base_model=base_model, generation_settings=generation
             )
             variants.append(variant)
@@ -92,7 +94,7 @@ class Command(BaseCommand):
         """The greedy variant with retrieval from a collection of the prompts' background notes."""
         collection = DocumentCollection.objects.filter(name=DEMO_COLLECTION).first()
         if collection is None:
-            collection = retrieval.collection_create(
+            collection = collection_create(
                 name=DEMO_COLLECTION,
                 description="The background note of every demo prompt, one document each.",
                 embedding_model="all-MiniLM-L6-v2",
@@ -100,11 +102,11 @@ class Command(BaseCommand):
                 chunk_overlap=80,
             )
             notes = [(f"{p.external_id}.txt", p.context.encode()) for p in campaign.prompts.exclude(context="")]
-            added = retrieval.documents_add(collection=collection, files=notes)
+            added = documents_add(collection=collection, files=notes)
             self.stdout.write(f"Created collection {collection.name!r} with {added} documents; indexing queued.")
         short = Path(base_model).name if os.path.isdir(base_model) else base_model.split("/")[-1]
         name = f"{short} · greedy + RAG"
-        return ModelVariant.objects.filter(name=name).first() or services.variant_create(
+        return ModelVariant.objects.filter(name=name).first() or variant_create(
             name=name,
             base_model=base_model,
             generation_settings={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 96},

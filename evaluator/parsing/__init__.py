@@ -1,0 +1,1 @@
+"""Parsers of uploaded files into validated rows, with errors that name the line and field; no writes."""

@@ -1,0 +1,1 @@
+"""Pure statistics: DataFrames in, dataclasses and DataFrames out; no ORM, no Django."""

@@ -1,0 +1,1 @@
+"""Short function views: permission-checked fetch → form → one service call → redirect or render."""

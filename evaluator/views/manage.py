@@ -1,0 +1,168 @@
+"""Admin pages for campaigns and variants: create, edit, import prompts, queue generation."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from evaluator.errors import ServiceError
+from evaluator.forms import (
+    CampaignForm,
+    GenerationForm,
+    PromptImportForm,
+    RetrainForm,
+    VariantForm,
+    form_errors,
+)
+from evaluator.models import Campaign, ModelVariant, any_unfinished
+from evaluator.parsing.prompts import PromptFileError
+from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
+from evaluator.selectors.campaigns import (
+    campaign_list_with_counts,
+    campaign_progress,
+    decisive_vote_count,
+    generation_jobs_recent,
+    training_jobs_recent,
+)
+from evaluator.services import campaigns as campaigns_services
+from evaluator.services import imports
+from evaluator.services import variants as variants_services
+from evaluator.services.generation import generation_job_queue
+
+# Admins ----------------------------------------------------------------------------------------------------
+
+
+@require_GET
+@role_required(ADMIN)
+def manage(request: HttpRequest) -> HttpResponse:
+    context = {
+        "campaigns": campaign_list_with_counts(),
+        "variants": ModelVariant.objects.select_related("parent", "collection"),
+        "campaign_form": CampaignForm(),
+        "variant_form": VariantForm(),
+        "jobs": training_jobs_recent(),
+    }
+    return render(request, "manage/index.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def campaign_create(request: HttpRequest) -> HttpResponse:
+    form = CampaignForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("manage")
+    campaign = campaigns_services.campaign_create(**form.cleaned_data)
+    messages.success(request, f"Campaign “{campaign.name}” created.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def variant_create(request: HttpRequest) -> HttpResponse:
+    form = VariantForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("manage")
+    data = form.cleaned_data
+    try:
+        variant = variants_services.variant_create(
+            name=data["name"],
+            base_model=data["base_model"],
+            adapter_path=data["adapter_path"],
+            quantization=data["quantization"],
+            generation_settings=form.generation_settings(),
+            collection=data["collection"],
+            retrieval_top_k=data["retrieval_top_k"] or 3,
+            retrieval_template=data["retrieval_template"],
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("manage")
+    messages.success(request, f"Variant “{variant.name}” added.")
+    return redirect("manage")
+
+
+@require_GET
+@role_required(ADMIN)
+def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    context = {
+        "campaign": campaign,
+        "progress": campaign_progress(campaign=campaign),
+        "settings_form": CampaignForm(campaign=campaign),
+        "import_form": PromptImportForm(),
+        "generation_form": GenerationForm(),
+        "retrain_form": RetrainForm(),
+        "generation_jobs": generation_jobs_recent(campaign=campaign),
+        "training_jobs": training_jobs_recent(campaign=campaign),
+        "decisive_votes": decisive_vote_count(campaign=campaign),
+    }
+    return render(request, "manage/campaign.html", context)
+
+
+@require_GET
+@role_required(ADMIN)
+def generation_jobs_live(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The campaign's generation jobs with their progress, polled by the campaign page; 286 stops the polling."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    jobs = generation_jobs_recent(campaign=campaign)
+    running = any_unfinished(jobs)
+    return render(request, "manage/_generation_jobs.html", {"generation_jobs": jobs}, status=200 if running else 286)
+
+
+@require_POST
+@role_required(ADMIN)
+def campaign_update(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = CampaignForm(request.POST, campaign=campaign)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    try:
+        campaigns_services.campaign_update(campaign=campaign, **form.cleaned_data)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Settings of “{campaign.name}” saved.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def prompts_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = PromptImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    upload = form.cleaned_data["file"]
+    try:
+        count = imports.prompts_import(campaign=campaign, file_name=upload.name, data=upload.read())
+    except (PromptFileError, ServiceError) as error:
+        messages.error(request, f"{upload.name}: {error}. Nothing was imported.")
+    else:
+        messages.success(request, f"Imported {count} prompts from {upload.name}.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def generation_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = GenerationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    try:
+        job = generation_job_queue(
+            campaign=campaign,
+            variants=list(form.cleaned_data["variants"]),
+            samples_per_prompt=form.cleaned_data["samples_per_prompt"],
+            created_by=request.user,
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Generation job #{job.pk} queued for {job.total} answers.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)

@@ -1,0 +1,184 @@
+"""Admin pages for the model side: retrain jobs (queue, watch, cancel, resume), the variants' family tree and
+exports, and the document collections of retrieval variants."""
+
+import json
+
+from django.contrib import messages
+from django.db.models import Count
+from django.db.models.functions import Length
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from evaluator.errors import ServiceError
+from evaluator.forms import CollectionForm, DocumentUploadForm, RetrainForm, form_errors
+from evaluator.models import Campaign, DocumentCollection, ModelVariant, TrainingJob
+from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
+from evaluator.selectors.training import training_job_live, variant_family_tree
+from evaluator.services import collections as collections_services
+from evaluator.services import training_jobs
+from evaluator.services.collections import documents_add
+from evaluator.services.model_exports import model_export_queue
+from evaluator.services.training_jobs import held_out_prompts_draw, qa_file_store, training_job_queue
+from evaluator.stats.plots import line_chart
+
+
+@require_POST
+@role_required(ADMIN)
+def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = RetrainForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    data = form.cleaned_data
+    held_out = data["held_out_ids"] or held_out_prompts_draw(
+        campaign=campaign, share=data["held_out_share"], seed=data["seed"]
+    )
+    try:
+        qa_path = qa_file_store(name=data["qa_file"].name, data=data["qa_file"].read()) if data["qa_file"] else ""
+        job = training_job_queue(
+            campaign=campaign,
+            parent_variant=data["parent_variant"],
+            method=data["method"],
+            training=form.training(),
+            selection=form.selection(),
+            source_campaigns=list(data["source_campaigns"]),
+            held_out_prompts=held_out,
+            sft_source=data["sft_source"],
+            qa_path=qa_path,
+            created_by=request.user,
+        )
+    except (ServiceError, ValueError) as error:
+        messages.error(request, str(error))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    messages.success(request, f"{job.get_method_display()} job #{job.pk} queued.")
+    return redirect("training_job_detail", job_id=job.pk)
+
+
+@require_GET
+@role_required(ADMIN)
+def training_job_detail(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
+    """The job page; an HTMX poll gets only its live part, which stops polling once the job has ended."""
+    job = get_object_or_404(
+        TrainingJob.objects.select_related("campaign", "parent_variant", "result_variant"), pk=job_id
+    )
+    live = training_job_live(job=job)
+    context = {
+        "job": job,
+        "live": live,
+        "chart": line_chart(live["series"], title=f"{job} metrics", x_label="step"),
+        "config_json": json.dumps(job.config, indent=2, sort_keys=True),
+        "sources": job.source_campaigns.all(),
+    }
+    if request.htmx:
+        # 286 tells htmx to stop polling: an ended job changes no more.
+        return render(request, "manage/_training_job_live.html", context, status=200 if live["running"] else 286)
+    return render(request, "manage/training_job.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def training_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(TrainingJob, pk=job_id)
+    try:
+        job = training_jobs.training_job_cancel(job=job)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        done = job.status == "cancelled"
+        messages.success(request, f"Job #{job.pk} {'cancelled' if done else 'stops after its current step'}.")
+    return redirect("training_job_detail", job_id=job_id)
+
+
+@require_POST
+@role_required(ADMIN)
+def training_job_resume(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(TrainingJob, pk=job_id)
+    try:
+        training_jobs.training_job_resume(job=job)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Job #{job.pk} queued again; it goes on from its newest checkpoint.")
+    return redirect("training_job_detail", job_id=job_id)
+
+
+@require_GET
+@role_required(ADMIN)
+def variant_tree(request: HttpRequest) -> HttpResponse:
+    return render(request, "manage/variants.html", {"rows": variant_family_tree()})
+
+
+@require_POST
+@role_required(ADMIN)
+def variant_export(request: HttpRequest, variant_id: int) -> HttpResponse:
+    variant = get_object_or_404(ModelVariant, pk=variant_id)
+    try:
+        export = model_export_queue(variant=variant, kind=request.POST.get("kind", ""))
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{export.get_kind_display()} export of “{variant.name}” queued.")
+    return redirect("variant_tree")
+
+
+# Document collections for retrieval variants ---------------------------------------------------------------
+
+
+@require_GET
+@role_required(ADMIN)
+def collections(request: HttpRequest) -> HttpResponse:
+    context = {
+        "collections": DocumentCollection.objects.annotate(document_count=Count("documents")),
+        "form": CollectionForm(),
+    }
+    return render(request, "manage/collections.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def collection_create(request: HttpRequest) -> HttpResponse:
+    form = CollectionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("collections")
+    try:
+        collection = collections_services.collection_create(**form.cleaned_data)
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("collections")
+    messages.success(request, f"Collection “{collection.name}” created: add its documents.")
+    return redirect("collection_detail", collection_id=collection.pk)
+
+
+@require_GET
+@role_required(ADMIN)
+def collection_detail(request: HttpRequest, collection_id: int) -> HttpResponse:
+    collection = get_object_or_404(DocumentCollection, pk=collection_id)
+    context = {
+        "collection": collection,
+        "documents": collection.documents.annotate(length=Length("text")).defer("text"),
+        "form": DocumentUploadForm(),
+    }
+    return render(request, "manage/collection.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def collection_upload(request: HttpRequest, collection_id: int) -> HttpResponse:
+    collection = get_object_or_404(DocumentCollection, pk=collection_id)
+    form = DocumentUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("collection_detail", collection_id=collection.pk)
+    files = [(upload.name, upload.read()) for upload in form.cleaned_data["files"]]
+    try:
+        added = documents_add(collection=collection, files=files)
+    except ServiceError as error:
+        messages.error(request, f"{error} Nothing was added.")
+    else:
+        skipped = len(files) - added
+        note = f" ({skipped} already in the collection)" if skipped else ""
+        messages.success(request, f"Added {added} document{'s' if added != 1 else ''}{note}; indexing queued.")
+    return redirect("collection_detail", collection_id=collection.pk)
