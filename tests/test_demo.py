@@ -40,7 +40,7 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_t
 
     assert len(re.findall(r"password: \S{12,}", output)) == 4
     assert "cannot be loaded" in output and "built-in tiny model" in output
-    assert "Created collection 'Demo background notes' with 36 documents; indexing queued." in output
+    assert "Created collection 'Archive handbook and fine-tuning notes' with 2 documents; indexing queued." in output
     assert "Queued generation job #1: 108 answers from 3 variants." in output
     assert "Queued generation job" not in manage("seed_demo", env=env)  # a second run adds nothing
 

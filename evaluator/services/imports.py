@@ -1,5 +1,6 @@
 """Imports of uploaded files into a campaign: prompts, and judgements collected elsewhere; all or nothing."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,16 +26,21 @@ from evaluator.parsing.judgements import (
     JudgementFileError,
     parse_judgement_file,
 )
-from evaluator.parsing.prompts import parse_prompt_file
+from evaluator.parsing.prompts import PromptRow, parse_prompt_file
 from evaluator.roles import ANNOTATOR
 from evaluator.services.accounts import role_groups_ensure
 from evaluator.services.rating import comparison_counters_refresh
 
 
-@transaction.atomic
 def prompts_import(*, campaign: Campaign, file_name: str, data: bytes) -> int:
     """Store every prompt of a JSONL/CSV file, or none: the file is validated whole first."""
-    rows = parse_prompt_file(file_name, data)
+    return prompts_store(campaign=campaign, rows=parse_prompt_file(file_name, data))
+
+
+@transaction.atomic
+def prompts_store(*, campaign: Campaign, rows: Sequence[PromptRow]) -> int:
+    """Add validated prompt rows to a campaign, all or none: an external id the campaign has already refuses
+    them all (ServiceError naming it)."""
     taken = set(
         Prompt.objects.filter(campaign=campaign, external_id__in=[row.external_id for row in rows]).values_list(
             "external_id", flat=True
@@ -72,10 +78,46 @@ def judgements_import(*, campaign: Campaign, data: bytes, now: datetime | None =
     return summary
 
 
+# One imported judgement, placed: the row, its prompt, (variant, text) of answer a and of answer b, and whether the
+# file's model_a is our b (a is always the variant with the lower id).
+Placed = tuple[ImportedJudgement, Prompt, tuple[ModelVariant, str], tuple[ModelVariant, str], bool]
+
+
 def _write(campaign: Campaign, rows: list[ImportedJudgement], now: datetime, summary: ImportSummary) -> None:
     variants = _variants(rows, summary)
     prompts = _prompts(campaign, rows, summary)
     users = _annotators(rows, summary)
+    placed = [_place(row, prompts[row.prompt_id], variants) for row in rows]
+    candidates = _candidates_write(placed, prompts, variants)
+    comparisons = _comparisons_write(campaign, placed, prompts, candidates, summary)
+    planned = [
+        (
+            row,
+            comparisons[(candidates[(prompt.pk, a[0].pk, a[1])].pk, candidates[(prompt.pk, b[0].pk, b[1])].pk)],
+            users[row.annotator],
+            flipped,
+        )
+        for row, prompt, a, b, flipped in placed
+    ]
+    _refuse_repeats(planned)
+    _judgements_write(planned, now)
+    summary.criteria = {slug for row in rows for slug in row.outcomes}
+    # The rows above bypassed the assignment engine: bring its ranking columns up to date.
+    comparison_counters_refresh(comparison_ids=[comparison.pk for _, comparison, _, _ in planned], now=now)
+
+
+def _place(row: ImportedJudgement, prompt: Prompt, variants: dict[str, ModelVariant]) -> Placed:
+    first, second = (variants[row.model_a], row.response_a), (variants[row.model_b], row.response_b)
+    flipped = first[0].pk > second[0].pk
+    side_a, side_b = (second, first) if flipped else (first, second)
+    return row, prompt, side_a, side_b, flipped
+
+
+def _candidates_write(
+    placed: list[Placed], prompts: dict[str, Prompt], variants: dict[str, ModelVariant]
+) -> dict[tuple[int, int, str], Candidate]:
+    """Every answer of the file as a candidate by (prompt, variant, text): the stored one, or a new one whose
+    sample index follows the variant's answers to that prompt."""
     candidates: dict[tuple[int, int, str], Candidate] = {}
     for candidate in Candidate.objects.filter(prompt__in=prompts.values(), variant__in=variants.values()):
         candidates.setdefault((candidate.prompt_id, candidate.variant_id, candidate.text), candidate)
@@ -83,66 +125,65 @@ def _write(campaign: Campaign, rows: list[ImportedJudgement], now: datetime, sum
     for candidate in candidates.values():
         pair = (candidate.prompt_id, candidate.variant_id)
         next_sample[pair] = max(next_sample.get(pair, 0), candidate.sample_index + 1)
-
-    canonical = []  # (row, prompt, (variant, text) of a, (variant, text) of b, flipped)
     new_candidates: list[Candidate] = []
-    for row in rows:
-        prompt = prompts[row.prompt_id]
-        first, second = (variants[row.model_a], row.response_a), (variants[row.model_b], row.response_b)
-        flipped = first[0].pk > second[0].pk
-        side_a, side_b = (second, first) if flipped else (first, second)
+    for _, prompt, side_a, side_b, _ in placed:
         for variant, text in (side_a, side_b):
             key = (prompt.pk, variant.pk, text)
-            if key not in candidates:
-                sample = next_sample.get((prompt.pk, variant.pk), 0)
-                next_sample[(prompt.pk, variant.pk)] = sample + 1
-                candidates[key] = Candidate(
-                    prompt=prompt,
-                    variant=variant,
-                    sample_index=sample,
-                    text=text,
-                    generation_settings={"imported": True},
-                    seed=0,
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    latency_ms=0,
-                )
-                new_candidates.append(candidates[key])
-        canonical.append((row, prompt, side_a, side_b, flipped))
+            if key in candidates:
+                continue
+            sample = next_sample.get((prompt.pk, variant.pk), 0)
+            next_sample[(prompt.pk, variant.pk)] = sample + 1
+            candidates[key] = Candidate(
+                prompt=prompt,
+                variant=variant,
+                sample_index=sample,
+                text=text,
+                generation_settings={"imported": True},
+                seed=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_ms=0,
+            )
+            new_candidates.append(candidates[key])
     Candidate.objects.bulk_create(new_candidates)
+    return candidates
 
+
+def _comparisons_write(
+    campaign: Campaign,
+    placed: list[Placed],
+    prompts: dict[str, Prompt],
+    candidates: dict[tuple[int, int, str], Candidate],
+    summary: ImportSummary,
+) -> dict[tuple[int, int], Comparison]:
+    """The comparison of every pair of answers by (candidate a, candidate b): the stored one, or a new one."""
     comparisons = {
         (c.candidate_a_id, c.candidate_b_id): c
         for c in Comparison.objects.filter(campaign=campaign, prompt__in=prompts.values())
     }
     new_comparisons = []
-    for _, prompt, side_a, side_b, _ in canonical:
-        cand_a, cand_b = (
-            candidates[(prompt.pk, side_a[0].pk, side_a[1])],
-            candidates[(prompt.pk, side_b[0].pk, side_b[1])],
+    for _, prompt, side_a, side_b, _ in placed:
+        cand_a = candidates[(prompt.pk, side_a[0].pk, side_a[1])]
+        cand_b = candidates[(prompt.pk, side_b[0].pk, side_b[1])]
+        if (cand_a.pk, cand_b.pk) in comparisons:
+            continue
+        comparison = Comparison(
+            campaign=campaign,
+            prompt=prompt,
+            candidate_a=cand_a,
+            candidate_b=cand_b,
+            variant_a=side_a[0],
+            variant_b=side_b[0],
         )
-        if (cand_a.pk, cand_b.pk) not in comparisons:
-            comparison = Comparison(
-                campaign=campaign,
-                prompt=prompt,
-                candidate_a=cand_a,
-                candidate_b=cand_b,
-                variant_a=side_a[0],
-                variant_b=side_b[0],
-            )
-            comparisons[(cand_a.pk, cand_b.pk)] = comparison
-            new_comparisons.append(comparison)
+        comparisons[(cand_a.pk, cand_b.pk)] = comparison
+        new_comparisons.append(comparison)
     Comparison.objects.bulk_create(new_comparisons)
     summary.comparisons_created = len(new_comparisons)
+    return comparisons
 
-    planned = []
-    for row, prompt, side_a, side_b, flipped in canonical:
-        comparison = comparisons[
-            (candidates[(prompt.pk, side_a[0].pk, side_a[1])].pk, candidates[(prompt.pk, side_b[0].pk, side_b[1])].pk)
-        ]
-        planned.append((row, comparison, users[row.annotator], flipped))
-    _refuse_repeats(planned)
 
+def _judgements_write(planned: list[tuple[ImportedJudgement, Comparison, Any, bool]], now: datetime) -> None:
+    """A completed assignment, its judgement and a choice per criterion for every planned row."""
     assignments = Assignment.objects.bulk_create(
         Assignment(
             comparison=comparison,
@@ -162,9 +203,6 @@ def _write(campaign: Campaign, rows: list[ImportedJudgement], now: datetime, sum
         for judgement, (row, _, _, flipped) in zip(judgements, planned, strict=True)
         for slug, outcome in row.outcomes.items()
     )
-    summary.criteria = {slug for row in rows for slug in row.outcomes}
-    # The rows above bypassed the assignment engine: bring its ranking columns up to date.
-    comparison_counters_refresh(comparison_ids=[comparison.pk for _, comparison, _, _ in planned], now=now)
 
 
 def _flip(outcome: str) -> str:

@@ -21,9 +21,12 @@ from evaluator.services.generation import generation_job_queue
 from evaluator.services.imports import prompts_import
 from evaluator.services.variants import variant_create
 
-DEMO_PROMPTS = Path(__file__).resolve().parents[2] / "demo" / "prompts.jsonl"
+DEMO_DATA = Path(__file__).resolve().parents[2] / "demo"
+DEMO_PROMPTS = DEMO_DATA / "prompts.jsonl"
+# Written for the demo: the facts its prompts ask about, as a small archive handbook and notes on fine-tuning.
+DEMO_DOCUMENTS = DEMO_DATA / "documents"
 DEMO_CAMPAIGN = "Heritage and PEFT questions"
-DEMO_COLLECTION = "Demo background notes"
+DEMO_COLLECTION = "Archive handbook and fine-tuning notes"
 DEMO_ACCOUNTS = (
     ("demo-admin", "admin"),
     ("demo-researcher", "researcher"),
@@ -41,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {role:<10} {username:<18} password: {password}")
         base_model = self._base_model()
         campaign = self._campaign()
-        variants = [*self._variants(base_model), self._rag_variant(base_model, campaign)]
+        variants = [*self._variants(base_model), self._rag_variant(base_model)]
         if not GenerationJob.objects.filter(campaign=campaign).exists():
             job = generation_job_queue(campaign=campaign, variants=variants)
             self.stdout.write(f"Queued generation job #{job.pk}: {job.total} answers from {len(variants)} variants.")
@@ -90,19 +93,19 @@ class Command(BaseCommand):
             variants.append(variant)
         return variants
 
-    def _rag_variant(self, base_model: str, campaign: Campaign) -> ModelVariant:
-        """The greedy variant with retrieval from a collection of the prompts' background notes."""
+    def _rag_variant(self, base_model: str) -> ModelVariant:
+        """The greedy variant with retrieval from the demo's documents (evaluator/demo/documents)."""
         collection = DocumentCollection.objects.filter(name=DEMO_COLLECTION).first()
         if collection is None:
             collection = collection_create(
                 name=DEMO_COLLECTION,
-                description="The background note of every demo prompt, one document each.",
+                description="A small archive's handbook and notes on LoRA, QLoRA and DPO: what the prompts ask about.",
                 embedding_model="all-MiniLM-L6-v2",
-                chunk_size=600,
-                chunk_overlap=80,
+                chunk_size=700,
+                chunk_overlap=100,
             )
-            notes = [(f"{p.external_id}.txt", p.context.encode()) for p in campaign.prompts.exclude(context="")]
-            added = documents_add(collection=collection, files=notes)
+            files = [(path.name, path.read_bytes()) for path in sorted(DEMO_DOCUMENTS.glob("*.md"))]
+            added = documents_add(collection=collection, files=files)
             self.stdout.write(f"Created collection {collection.name!r} with {added} documents; indexing queued.")
         short = Path(base_model).name if os.path.isdir(base_model) else base_model.split("/")[-1]
         name = f"{short} · greedy + RAG"
