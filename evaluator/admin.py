@@ -75,3 +75,31 @@ class ComparisonAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # comparisons come from generation or import, never by hand
+
+
+@admin.register(models.QASet)
+class QASetAdmin(admin.ModelAdmin):
+    """Read-mostly: Q&A sets are started and reviewed on Prefloop's own pages."""
+
+    list_display = ["pk", "collection", "variant", "status", "pairs_per_chunk", "chunks_done", "pair_count"]
+    list_filter = ["status"]
+    list_select_related = ["collection", "variant"]
+    readonly_fields = ["collection", "variant", "pairs_per_chunk", "chunk_count", "chunks_done", "pair_count"]
+    readonly_fields += ["dropped", "sample_output", "created_by", "status", "error", "started_at", "finished_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a set is written by its job
+
+
+@admin.register(models.QAPair)
+class QAPairAdmin(admin.ModelAdmin):
+    list_display = ["pk", "qa_set", "document", "question", "status", "edited", "reviewed_by"]
+    list_filter = ["status", "edited"]
+    list_select_related = ["qa_set", "reviewed_by"]
+    search_fields = ["question", "answer", "document"]
+    # Reviews go through the set's page, which records who reviewed and whether the text was edited.
+    readonly_fields = ["qa_set", "document", "chunk_index", "context", "question", "answer", "status", "edited"]
+    readonly_fields += ["reviewed_by", "reviewed_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # pairs come from a Q&A set's job

@@ -14,14 +14,19 @@ from evaluator.models import (
     AnswerFlag,
     Campaign,
     DocumentCollection,
+    ModelExport,
     ModelVariant,
+    QAPair,
+    QASet,
     Quantization,
     Selection,
     TrainingJob,
     default_criteria,
 )
+from evaluator.parsing.prompts import MAX_PROMPT_CHARS
 from evaluator.rubric import MAX_CRITERIA, rubric_parse, rubric_text
 from evaluator.selectors.campaigns import VoteFilters
+from training.qa import DEFAULT_PAIRS_PER_CHUNK, MAX_PAIRS_PER_CHUNK
 from training.trainer_common import OPTIMIZERS
 
 SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
@@ -123,7 +128,11 @@ class PromptImportForm(forms.Form):
 
 class VariantForm(forms.Form):
     name = forms.CharField(max_length=120, help_text="Only admins and researchers ever see this name.")
-    base_model = forms.CharField(max_length=500, help_text="Hugging Face model id or a local path.")
+    base_model = forms.CharField(
+        max_length=500,
+        help_text="A Hugging Face model id, a local model folder, a .gguf file, or a shipped model such as "
+        "smollm2-135m-instruct.",
+    )
     adapter_path = forms.CharField(max_length=500, required=False, help_text="Optional PEFT adapter folder.")
     quantization = forms.ChoiceField(choices=Quantization.choices, initial=Quantization.NONE)
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0 means greedy.")
@@ -153,9 +162,37 @@ class VariantForm(forms.Form):
             raise forms.ValidationError("A variant with this name already exists.")
         return name
 
+    def clean_base_model(self) -> str:
+        from training.models import ModelSpecError, check_model
+
+        base_model = str(self.cleaned_data["base_model"]).strip()
+        try:
+            check_model(base_model)  # cheap: a header or a config is read, nothing is loaded
+        except ModelSpecError as error:
+            raise forms.ValidationError(str(error)) from None
+        return base_model
+
+    def clean_adapter_path(self) -> str:
+        from training.models import ModelSpecError, check_adapter
+
+        adapter_path = str(self.cleaned_data["adapter_path"]).strip()
+        if adapter_path:
+            try:
+                check_adapter(adapter_path)
+            except ModelSpecError as error:
+                raise forms.ValidationError(str(error)) from None
+        return adapter_path
+
     def generation_settings(self) -> dict[str, Any]:
         settings_ = {key: self.cleaned_data[key] for key in ("temperature", "top_p", "max_new_tokens")}
         return {**settings_, "samples_per_prompt": self.cleaned_data["samples_per_prompt"] or 1}
+
+
+class ModelExportForm(forms.Form):
+    """An export of a variant; which outtype fits which kind is the service's rule (model_export_queue)."""
+
+    kind = forms.ChoiceField(choices=ModelExport.Kind.choices)
+    outtype = forms.ChoiceField(choices=[("", "—"), *ModelExport.Outtype.choices], required=False)
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -256,6 +293,12 @@ class RetrainForm(forms.Form):
         label="SFT data",
     )
     qa_file = forms.FileField(required=False, label="Q&A file (JSONL)", help_text='{"question": …, "answer": …}')
+    qa_set = forms.ModelChoiceField(
+        queryset=QASet.objects.filter(pairs__status=QAPair.Status.APPROVED).distinct(),
+        required=False,
+        label="or a Q&A set",
+        help_text="Its approved pairs (Manage → Q&A sets).",
+    )
     load_in_4bit = forms.BooleanField(required=False, initial=True, label="4-bit base (QLoRA)")
     double_quant = forms.BooleanField(required=False, initial=True, label="Double quantisation")
     beta = forms.FloatField(min_value=0.001, max_value=10.0, initial=0.1, label="DPO β")
@@ -300,8 +343,11 @@ class RetrainForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("method") == TrainingJob.Method.SFT and data.get("sft_source") == "qa" and not data.get("qa_file"):
-            self.add_error("qa_file", "Choose the Q&A file to train on.")
+        if data.get("method") == TrainingJob.Method.SFT and data.get("sft_source") == "qa":
+            if not data.get("qa_file") and not data.get("qa_set"):
+                self.add_error("qa_file", "Choose the Q&A file to train on.")
+            elif data.get("qa_file") and data.get("qa_set"):
+                self.add_error("qa_set", "Choose a Q&A file or a Q&A set, not both.")
         return data
 
     def training(self) -> dict[str, Any]:
@@ -461,4 +507,32 @@ def form_errors(form: forms.Form) -> str:
     return "; ".join(
         f"{form[name].label if name in form.fields else 'Form'}: {' '.join(map(str, errors))}"
         for name, errors in form.errors.items()
+    )
+
+
+class QASetForm(forms.Form):
+    collection = forms.ModelChoiceField(
+        queryset=DocumentCollection.objects.all(), help_text="An indexed collection: each chunk is one request."
+    )
+    variant = forms.ModelChoiceField(
+        queryset=ModelVariant.objects.all(),
+        label="Model",
+        help_text="The variant whose base model and adapter write the pairs, decoding greedily.",
+    )
+    pairs_per_chunk = forms.IntegerField(
+        min_value=1, max_value=MAX_PAIRS_PER_CHUNK, initial=DEFAULT_PAIRS_PER_CHUNK, label="Pairs per chunk"
+    )
+
+
+class QAPairReviewForm(forms.Form):
+    """A reviewer's question, answer and decision; the decision comes from the button pressed."""
+
+    question = forms.CharField(max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 2}))
+    answer = forms.CharField(max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+    status = forms.ChoiceField(choices=QAPair.Status.choices)
+
+
+class QAToCampaignForm(forms.Form):
+    campaign = forms.ModelChoiceField(
+        queryset=Campaign.objects.all(), help_text="Each approved pair becomes a prompt with a reference answer."
     )

@@ -545,21 +545,40 @@ class Document(models.Model):
 
 
 class ModelExport(Job):
-    """A variant written out for use elsewhere: its adapter merged into a bf16 base, or that as GGUF."""
+    """A variant written out for use elsewhere: its adapter merged into a bf16 base, that as GGUF, or the adapter
+    alone as a GGUF LoRA (for llama.cpp's --lora over a GGUF of the base)."""
 
     class Kind(models.TextChoices):
         MERGED = "merged", "Merged (bf16 safetensors)"
         GGUF = "gguf", "GGUF"
+        LORA_GGUF = "lora_gguf", "LoRA adapter as GGUF"
+
+    class Outtype(models.TextChoices):
+        F16 = "f16", "f16"
+        Q8_0 = "q8_0", "q8_0 (8-bit)"
+        BF16 = "bf16", "bf16"
+        Q4_0 = "q4_0", "q4_0 (4-bit)"
 
     variant = models.ForeignKey(ModelVariant, on_delete=models.CASCADE, related_name="exports")
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The GGUF weights' type (training.export's --outtype); empty for a merged folder.
+    outtype = models.CharField(max_length=8, choices=Outtype.choices, blank=True)
     path = models.CharField(max_length=500, blank=True)
 
     class Meta(Job.Meta):
         ordering = ["-created_at"]
         constraints = [
             *Job.Meta.constraints,
-            models.CheckConstraint(condition=Q(kind__in=["merged", "gguf"]), name="modelexport_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["merged", "gguf", "lora_gguf"]), name="modelexport_kind_valid"
+            ),
+            # llama.cpp's LoRA converter writes no 4-bit type.
+            models.CheckConstraint(
+                condition=Q(kind="merged", outtype="")
+                | Q(kind="gguf", outtype__in=["f16", "q8_0", "bf16", "q4_0"])
+                | Q(kind="lora_gguf", outtype__in=["f16", "q8_0", "bf16"]),
+                name="modelexport_outtype_fits_kind",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -615,3 +634,78 @@ class StatisticsSnapshot(Job):
         if filters.get("include_simulated"):
             parts.append("simulated judgements included")
         return " · ".join(parts)
+
+
+class QASet(Job):
+    """Question–answer pairs a model wrote from each chunk of a collection (training/qa.py), for people to review
+    before the approved ones become campaign prompts with reference answers or an SFT dataset."""
+
+    collection = models.ForeignKey(DocumentCollection, on_delete=models.PROTECT, related_name="qa_sets")
+    # The model that writes the pairs: the variant's base with its adapter (its retrieval and decoding unused).
+    variant = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="qa_sets")
+    pairs_per_chunk = models.PositiveSmallIntegerField(default=3)
+    chunk_count = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    pair_count = models.PositiveIntegerField(default=0, help_text="Pairs kept from the model's output.")
+    # Pairs the parser left out, by reason (training.qa.DROP_REASONS): {"not a question": 3, …}.
+    dropped = models.JSONField(default=dict, blank=True)
+    # The model's output for the first chunk, cut short: what to look at when few or no pairs were kept.
+    sample_output = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            *Job.Meta.constraints,
+            models.CheckConstraint(
+                condition=Q(pairs_per_chunk__gte=1, pairs_per_chunk__lte=10), name="qaset_pairs_per_chunk_range"
+            ),
+            models.CheckConstraint(condition=Q(chunks_done__lte=F("chunk_count")), name="qaset_done_within_chunks"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Q&A set #{self.pk}"
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values()) if isinstance(self.dropped, dict) else 0
+
+
+class QAPair(models.Model):
+    """One question with its answer and the chunk it was written from; reviewed (and perhaps edited) by an admin."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    qa_set = models.ForeignKey(QASet, on_delete=models.CASCADE, related_name="pairs")
+    document = models.CharField(max_length=300, help_text="Name of the chunk's document.")
+    chunk_index = models.PositiveIntegerField(help_text="The chunk's number within its document, from 0.")
+    context = models.TextField(help_text="The chunk's text.")
+    question = models.TextField()
+    answer = models.TextField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    edited = models.BooleanField(default=False, help_text="A reviewer changed the question or the answer.")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(question=""), name="qapair_question_not_empty"),
+            models.CheckConstraint(condition=~Q(answer=""), name="qapair_answer_not_empty"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "approved", "rejected"]), name="qapair_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending") | Q(reviewed_at__isnull=False), name="qapair_decided_when_reviewed"
+            ),
+        ]
+        indexes = [models.Index(fields=["qa_set", "status", "id"], name="qapair_set_status_idx")]
+
+    def __str__(self) -> str:
+        return f"Q&A pair {self.pk}"

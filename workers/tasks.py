@@ -88,3 +88,11 @@ def reap_training_jobs() -> list[int]:
     from evaluator.services.training_jobs import training_jobs_reap
 
     return training_jobs_reap()
+
+
+@shared_task(base=JobTask, job_model="evaluator.QASet")
+def generate_qa_pairs(qa_set_id: int) -> None:
+    """Have a model write question–answer pairs from each chunk of a collection (evaluator.services.qa_sets)."""
+    from evaluator.services.qa_sets import qa_set_run
+
+    qa_set_run(qa_set_id=qa_set_id)

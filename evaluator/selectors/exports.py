@@ -244,9 +244,10 @@ def judgements_jsonl(
             yield ("\n".join(lines) + "\n").encode()
 
 
-class _ChunkSink(io.RawIOBase):
-    """A write-only file that keeps what is written until `drain` hands it over: the Parquet writer's output,
-    taken away after every row group so that it can be streamed while the file is still being written."""
+class ChunkSink(io.RawIOBase):
+    """A write-only, unseekable file that keeps what is written until `drain` hands it over: a Parquet writer's
+    output after every row group, or a zip's (zipfile then writes each member's sizes after its data), so that
+    either streams while it is still being written."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -274,7 +275,7 @@ def judgements_parquet(
     *, campaign: Campaign, filters: VoteFilters | None = None, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[bytes]:
     """The raw judgements as a Parquet file (zstd), one row group per chunk, streamed as it is written."""
-    sink = _ChunkSink()
+    sink = ChunkSink()
     writer = pq.ParquetWriter(sink, RAW_SCHEMA, compression="zstd")
     try:
         for columns in raw_column_chunks(campaign=campaign, filters=filters, chunk_size=chunk_size):

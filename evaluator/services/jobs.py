@@ -1,4 +1,5 @@
-"""One lifecycle for every job kind (generation, training, collection index, model export, statistics snapshot).
+"""One lifecycle for every job kind (generation, training, collection index, model export, statistics snapshot,
+Q&A set).
 
 A job's status moves only through these transitions, each a conditional ``UPDATE … WHERE status …`` whose row count
 says whether this process made the move: two deliveries of one task, a cancel racing a finish, or a reaper racing a

@@ -6,14 +6,16 @@ import json
 from django.contrib import messages
 from django.db.models import Count
 from django.db.models.functions import Length
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from evaluator.errors import ServiceError
-from evaluator.forms import CollectionForm, DocumentUploadForm, RetrainForm, form_errors
-from evaluator.models import Campaign, DocumentCollection, ModelVariant, TrainingJob
+from evaluator.forms import CollectionForm, DocumentUploadForm, ModelExportForm, RetrainForm, form_errors
+from evaluator.models import Campaign, DocumentCollection, ModelExport, ModelVariant, TrainingJob
 from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
+from evaluator.selectors.model_exports import model_export_download
+from evaluator.selectors.qa_sets import qa_set_sft_jsonl
 from evaluator.selectors.training import training_job_live, variant_family_tree
 from evaluator.services import collections as collections_services
 from evaluator.services import training_jobs
@@ -36,7 +38,11 @@ def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpR
         campaign=campaign, share=data["held_out_share"], seed=data["seed"]
     )
     try:
-        qa_path = qa_file_store(name=data["qa_file"].name, data=data["qa_file"].read()) if data["qa_file"] else ""
+        qa_path = ""
+        if data["qa_file"]:
+            qa_path = qa_file_store(name=data["qa_file"].name, data=data["qa_file"].read())
+        elif data["qa_set"]:
+            qa_path = qa_file_store(name=str(data["qa_set"]), data=qa_set_sft_jsonl(qa_set=data["qa_set"]))
         job = training_job_queue(
             campaign=campaign,
             parent_variant=data["parent_variant"],
@@ -114,13 +120,35 @@ def variant_tree(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN)
 def variant_export(request: HttpRequest, variant_id: int) -> HttpResponse:
     variant = get_object_or_404(ModelVariant, pk=variant_id)
+    form = ModelExportForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("variant_tree")
     try:
-        export = model_export_queue(variant=variant, kind=request.POST.get("kind", ""))
+        export = model_export_queue(
+            variant=variant, kind=form.cleaned_data["kind"], outtype=form.cleaned_data["outtype"]
+        )
     except ServiceError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, f"{export.get_kind_display()} export of “{variant.name}” queued.")
+        kind = " ".join(filter(None, [export.get_kind_display(), export.outtype]))
+        messages.success(request, f"{kind} export of “{variant.name}” queued.")
     return redirect("variant_tree")
+
+
+@require_GET
+@role_required(ADMIN)
+def variant_export_download(request: HttpRequest, export_id: int) -> StreamingHttpResponse:
+    """A finished export as an attachment, streamed: a GGUF file as it is, a merged folder as a zip."""
+    export = get_object_or_404(ModelExport.objects.select_related("variant"), pk=export_id)
+    download = model_export_download(export=export)
+    if download is None:
+        raise Http404("This export has not succeeded, or its file is gone.")
+    if download.is_folder:
+        response = StreamingHttpResponse(download.zip_stream(), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+        return response
+    return FileResponse(download.path.open("rb"), as_attachment=True, filename=download.filename)
 
 
 # Document collections for retrieval variants ---------------------------------------------------------------

@@ -17,16 +17,15 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-VARIANT_FORM = {"base_model": "tiny", "quantization": "none", "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 24}
+VARIANT_FORM = {"quantization": "none", "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 24}
 
 
-def test_an_admin_sets_a_variants_samples_per_prompt_on_the_variant_form(client, admin_user) -> None:
+def test_an_admin_sets_a_variants_samples_per_prompt_on_the_variant_form(client, admin_user, tiny_model_dir) -> None:
     client.force_login(admin_user)
-    client.post("/manage/variants/new/", {**VARIANT_FORM, "name": "three", "samples_per_prompt": 3})
-    client.post("/manage/variants/new/", {**VARIANT_FORM, "name": "unset"})
-    refused = client.post(
-        "/manage/variants/new/", {**VARIANT_FORM, "name": "nine", "samples_per_prompt": 9}, follow=True
-    )
+    form = {**VARIANT_FORM, "base_model": str(tiny_model_dir)}  # a base the form's check accepts
+    client.post("/manage/variants/new/", {**form, "name": "three", "samples_per_prompt": 3})
+    client.post("/manage/variants/new/", {**form, "name": "unset"})
+    refused = client.post("/manage/variants/new/", {**form, "name": "nine", "samples_per_prompt": 9}, follow=True)
 
     assert ModelVariant.objects.get(name="three").generation_settings == {
         "max_new_tokens": 24,

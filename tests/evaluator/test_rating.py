@@ -27,6 +27,9 @@ from evaluator.models import (
     Judgement,
     ModelExport,
     ModelVariant,
+    Prompt,
+    QAPair,
+    QASet,
     Selection,
     StatisticsSnapshot,
     TrainingJob,
@@ -316,6 +319,7 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "manage": ("get", "/manage/", only("admin")),
     # Empty forms below: each is refused with its message (a redirect back), so nothing is written.
     "campaign_create": ("post", "/manage/campaigns/new/", only("admin", status="/manage/")),
+    "variant_export_download": ("get", "/manage/exports/0/download/", only("admin", status=404)),  # no such export
     "variant_create": ("post", "/manage/variants/new/", only("admin", status="/manage/")),
     "campaign_detail": ("get", "/manage/campaigns/{campaign}/", only("admin")),
     "campaign_update": ("post", "/manage/campaigns/{campaign}/settings/", only("admin", status=302)),
@@ -344,6 +348,12 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "user_roles_update": ("post", "/manage/users/{annotator}/roles/", only("admin", status=302)),  # no roles
     "user_deactivate": ("post", "/manage/users/{admin}/deactivate/", only("admin", status=302)),  # not oneself
     "user_reactivate": ("post", "/manage/users/{admin}/reactivate/", only("admin", status=302)),  # active: no-op
+    "qa_sets": ("get", "/manage/qa/", only("admin")),
+    "qa_set_create": ("post", "/manage/qa/new/", only("admin", status="/manage/qa/")),
+    "qa_set_detail": ("get", "/manage/qa/{qa_set}/", only("admin")),
+    "qa_pair_update": ("post", "/manage/qa/{qa_set}/pairs/{qa_pair}/", only("admin", status=302)),
+    "qa_set_to_campaign": ("post", "/manage/qa/{qa_set}/to-campaign/", only("admin", status=302)),
+    "qa_set_download": ("get", "/manage/qa/{qa_set}/approved.jsonl", only("admin", status=409)),  # none approved
 }
 # Bodies for the posts that an empty form would let through: a bad filter queues no snapshot.
 POSTED = {"statistics_snapshot_create": {"since": "not a date"}}
@@ -373,6 +383,8 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
     job = TrainingJob.objects.create(campaign=campaign, parent_variant=variant, status=JobStatus.SUCCEEDED)
     collection = DocumentCollection.objects.create(name="Notes")
     snapshot = StatisticsSnapshot.objects.create(campaign=campaign)
+    qa_set = QASet.objects.create(collection=collection, variant=variant)
+    qa_pair = QAPair.objects.create(qa_set=qa_set, document="d", chunk_index=0, context="C", question="Q?", answer="A")
     url = url.format(
         token=task.token,
         campaign=campaign.pk,
@@ -382,6 +394,8 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
         job=job.pk,
         collection=collection.pk,
         snapshot=snapshot.pk,
+        qa_set=qa_set.pk,
+        qa_pair=qa_pair.pk,
     )
     assert resolve(urlsplit(url).path).view_name == name
     fetch = getattr(client, method)
@@ -407,6 +421,8 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
     assert not ModelExport.objects.exists() and not Document.objects.exists()
     assert DocumentCollection.objects.count() == 1 and StatisticsSnapshot.objects.count() == 1
     assert set(Token.objects.values_list("user__username", flat=True)) <= {"rex", "ada"}
+    assert QASet.objects.get() == qa_set and not Prompt.objects.filter(external_id__startswith="qa-").exists()
+    assert QAPair.objects.filter(pk=qa_pair.pk, status="pending", reviewed_by=None).exists()
 
 
 def test_the_django_admin_lets_in_only_staff(client, annotator, researcher, admin_user, outsider) -> None:

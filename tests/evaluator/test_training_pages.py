@@ -1,8 +1,14 @@
 """The admin's model pages: queueing a retrain from the form, the job page and its live part, the family tree,
 exports and document collections."""
 
+import io
+import os
+import zipfile
+from pathlib import Path
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from evaluator.models import Document, DocumentCollection, JobStatus, ModelExport, TrainingJob
 from tests import factories
@@ -162,6 +168,131 @@ def test_an_export_of_a_variant_without_an_adapter_is_refused(client, admin_user
     response = client.post(f"/manage/variants/{variant.pk}/export/", {"kind": "merged"}, follow=True)
     assert "“plain” has no adapter" in response.content.decode()
     assert not ModelExport.objects.exists()
+
+
+def test_a_gguf_export_is_queued_with_the_weights_type_chosen(client, admin_user) -> None:
+    variant = factories.variant(name="round 1", adapter_path="/adapters/1")
+    client.force_login(admin_user)
+    response = client.post(f"/manage/variants/{variant.pk}/export/", {"kind": "gguf", "outtype": "q8_0"}, follow=True)
+    export = ModelExport.objects.get()
+    assert (export.kind, export.outtype, export.status) == ("gguf", "q8_0", JobStatus.QUEUED)
+    assert "GGUF q8_0 export of “round 1” queued." in response.content.decode()
+
+
+def test_a_lora_export_in_4_bit_is_refused_and_a_merge_takes_no_weights_type(client, admin_user) -> None:
+    variant = factories.variant(name="round 1", adapter_path="/adapters/1")
+    client.force_login(admin_user)
+    url = f"/manage/variants/{variant.pk}/export/"
+    response = client.post(url, {"kind": "lora_gguf", "outtype": "q4_0"}, follow=True)
+    assert "is written as one of f16, q8_0, bf16, not q4_0" in response.content.decode()
+    assert not ModelExport.objects.exists()
+    client.post(url, {"kind": "merged", "outtype": "q8_0"})
+    assert list(ModelExport.objects.values_list("kind", "outtype")) == [("merged", "")]
+
+
+@pytest.fixture
+def finished_exports(settings, tmp_path):
+    """A variant with a succeeded q8_0 GGUF export and a succeeded merged export, their files where the worker
+    writes them."""
+    settings.ARTIFACTS_DIR = tmp_path
+    variant = factories.variant(name="Round 2: DPO", adapter_path="/adapters/2")
+    folder = tmp_path / "exports" / f"variant-{variant.pk}"
+    merged = folder / "merged-bf16"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text('{"model_type": "llama"}')
+    (merged / "model.safetensors").write_bytes(bytes(range(256)) * 5000)
+    gguf = folder / f"variant-{variant.pk}-q8_0.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(100_000))
+    done = {"status": JobStatus.SUCCEEDED, "finished_at": timezone.now()}
+    return {
+        "gguf": ModelExport.objects.create(variant=variant, kind="gguf", outtype="q8_0", path=str(gguf), **done),
+        "merged": ModelExport.objects.create(variant=variant, kind="merged", path=str(merged), **done),
+    }
+
+
+def test_an_admin_downloads_a_finished_gguf_export_as_a_streamed_attachment(client, admin_user, finished_exports):
+    export = finished_exports["gguf"]
+    client.force_login(admin_user)
+    response = client.get(f"/manage/exports/{export.pk}/download/")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Disposition"] == 'attachment; filename="round-2-dpo-q8_0.gguf"'
+    assert b"".join(response.streaming_content) == Path(export.path).read_bytes()
+
+
+def test_a_merged_export_downloads_as_a_streamed_zip_of_its_folder(client, admin_user, finished_exports):
+    export = finished_exports["merged"]
+    client.force_login(admin_user)
+    response = client.get(f"/manage/exports/{export.pk}/download/")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "application/zip"
+    assert response["Content-Disposition"] == 'attachment; filename="round-2-dpo-merged-bf16.zip"'
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert archive.namelist() == ["round-2-dpo-merged-bf16/config.json", "round-2-dpo-merged-bf16/model.safetensors"]
+    assert archive.testzip() is None
+    assert archive.read("round-2-dpo-merged-bf16/model.safetensors") == bytes(range(256)) * 5000
+
+
+@pytest.mark.parametrize("role", ["annotator", "researcher", "outsider"])
+def test_only_admins_download_exports(client, finished_exports, role, request) -> None:
+    client.force_login(request.getfixturevalue(role))
+    assert client.get(f"/manage/exports/{finished_exports['gguf'].pk}/download/").status_code == 403
+
+
+def test_a_forged_unfinished_vanished_or_misplaced_export_is_not_found(
+    client, admin_user, finished_exports, tmp_path
+) -> None:
+    gguf, merged = finished_exports["gguf"], finished_exports["merged"]
+    client.force_login(admin_user)
+    assert client.get(f"/manage/exports/{merged.pk + gguf.pk + 1000}/download/").status_code == 404
+    running = ModelExport.objects.create(variant=gguf.variant, kind="gguf", outtype="f16", status=JobStatus.RUNNING)
+    assert client.get(f"/manage/exports/{running.pk}/download/").status_code == 404
+    Path(gguf.path).unlink()
+    assert client.get(f"/manage/exports/{gguf.pk}/download/").status_code == 404
+    # Only files in the exports folder are ever sent, whatever a row says.
+    outside = tmp_path / "elsewhere.gguf"
+    outside.write_bytes(b"GGUF")
+    ModelExport.objects.filter(pk=merged.pk).update(path=str(outside))
+    assert client.get(f"/manage/exports/{merged.pk}/download/").status_code == 404
+
+
+def test_the_variants_page_links_finished_exports_for_download_instead_of_printing_their_path(
+    client, admin_user, finished_exports
+) -> None:
+    client.force_login(admin_user)
+    html = client.get("/manage/variants/").content.decode()
+    for export in finished_exports.values():
+        assert f'href="/manage/exports/{export.pk}/download/"' in html
+        assert export.path not in html
+    assert "GGUF q8_0: Succeeded" in html and 'value="lora_gguf"' in html
+
+
+@pytest.mark.training
+def test_a_queued_gguf_export_runs_on_the_tiny_model_and_downloads_as_a_gguf_file(
+    client, admin_user, settings, tmp_path, tiny_model_dir, monkeypatch
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from evaluator.services.model_exports import model_export_run
+
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    # llama.cpp's converters are fetched once per machine into the test cache, as tests/training/test_export.py does.
+    cache = Path(os.environ.get("PREFLOOP_TEST_CACHE", Path(__file__).resolve().parents[2] / "var" / "test-cache"))
+    monkeypatch.setenv("PREFLOOP_LLAMA_CPP_CACHE", str(cache / "llama-cpp"))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, LoraConfig(r=4, target_modules="all-linear")).save_pretrained(tmp_path / "adapter")
+    variant = factories.variant(name="tiny dpo", base_model=str(tiny_model_dir), adapter_path=str(tmp_path / "adapter"))
+    client.force_login(admin_user)
+    client.post(f"/manage/variants/{variant.pk}/export/", {"kind": "gguf", "outtype": "q8_0"})
+    export = ModelExport.objects.get()
+
+    model_export_run(export_id=export.pk)
+
+    export.refresh_from_db()
+    assert export.status == JobStatus.SUCCEEDED
+    response = client.get(f"/manage/exports/{export.pk}/download/")
+    assert response.streaming and response["Content-Disposition"] == 'attachment; filename="tiny-dpo-q8_0.gguf"'
+    assert b"".join(response.streaming_content)[:4] == b"GGUF"
 
 
 def test_a_collection_upload_with_a_bad_file_names_it_and_adds_nothing(client, admin_user) -> None:

