@@ -42,7 +42,10 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_with_the_base_model_i
     assert f"Base model: {tiny_model_dir}" in output and "cannot be loaded" not in output
     assert "Created collection 'Archive handbook and fine-tuning notes' with 2 documents; indexing queued." in output
     assert "Queued generation job #1: 108 answers from 3 variants." in output
-    assert "Queued generation job" not in manage("seed_demo", env=env)  # a second run adds nothing
+    sft = f"Queued SFT job #1: a LoRA adapter on '{tiny_model_dir.name} · greedy' from 27 Q&A pairs"
+    assert sft in output
+    again = manage("seed_demo", env=env)
+    assert "Queued generation job" not in again and "Queued SFT job" not in again  # a second run adds nothing
 
     log = (tmp_path / "worker.log").open("wb")
     worker = start_worker(env, log)

@@ -1,5 +1,5 @@
-"""Seed the demo: role accounts, a campaign of prompts, three variants (one with retrieval from a collection of
-background notes) and a queued generation job.
+"""Seed the demo: role accounts, a campaign of prompts, three variants (one with retrieval from the demo's documents),
+a queued generation job, and a queued SFT job whose adapter then joins the blind rating against its parent.
 
 `python manage.py seed_demo` — safe to run again: it resets the demo passwords and adds nothing twice.
 """
@@ -15,18 +15,24 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from evaluator.models import Campaign, DocumentCollection, GenerationJob, ModelVariant
+from evaluator.models import Campaign, DocumentCollection, GenerationJob, ModelVariant, TrainingJob
 from evaluator.services.accounts import account_create_or_reset
 from evaluator.services.campaigns import campaign_create
 from evaluator.services.collections import collection_create, documents_add
 from evaluator.services.generation import generation_job_queue
 from evaluator.services.imports import prompts_import
+from evaluator.services.training_jobs import qa_file_store, training_job_queue
 from evaluator.services.variants import variant_create
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo"
 DEMO_PROMPTS = DEMO_DATA / "prompts.jsonl"
 # Written for the demo: the facts its prompts ask about, as a small archive handbook and notes on fine-tuning.
 DEMO_DOCUMENTS = DEMO_DATA / "documents"
+# Question-answer pairs written by hand from those documents (never the campaign's prompts) and reviewed: the SFT
+# variant learns from them, as the write-ups' manual Q&A step did.
+DEMO_QA = DEMO_DATA / "qa_pairs.jsonl"
+# A short SFT run: three passes over the pairs; minutes on a CPU with SmolLM2, seconds with the tiny model.
+DEMO_SFT = {"num_train_epochs": 3, "learning_rate": 2e-4, "per_device_train_batch_size": 4, "max_length": 256}
 DEMO_CAMPAIGN = "Heritage and PEFT questions"
 DEMO_COLLECTION = "Archive handbook and fine-tuning notes"
 # The real instruct model the demo falls back to offline: SmolLM2-135M-Instruct, shipped as GGUF by the
@@ -53,6 +59,27 @@ class Command(BaseCommand):
         if not GenerationJob.objects.filter(campaign=campaign).exists():
             job = generation_job_queue(campaign=campaign, variants=variants)
             self.stdout.write(f"Queued generation job #{job.pk}: {job.total} answers from {len(variants)} variants.")
+        self._sft_job(campaign, parent=variants[1])
+
+    def _sft_job(self, campaign: Campaign, *, parent: ModelVariant) -> None:
+        """A LoRA adapter trained by SFT on the demo's Q&A pairs; once trained, its answers are rated blind against
+        its parent's (the greedy base) on the campaign's prompts."""
+        if TrainingJob.objects.filter(campaign=campaign).exists():
+            return
+        qa_path = qa_file_store(name=DEMO_QA.name, data=DEMO_QA.read_bytes())
+        job = training_job_queue(
+            campaign=campaign,
+            parent_variant=parent,
+            method=TrainingJob.Method.SFT,
+            training=DEMO_SFT,
+            sft_source="qa",
+            qa_path=qa_path,
+        )
+        pairs = sum(1 for line in DEMO_QA.read_text(encoding="utf-8").split("\n") if line.strip())
+        self.stdout.write(
+            f"Queued SFT job #{job.pk}: a LoRA adapter on {parent.name!r} from {pairs} Q&A pairs of the demo's "
+            "documents; its answers join the blind rating once it is trained."
+        )
 
     def _base_model(self) -> str:
         return demo_base_model(
