@@ -19,6 +19,7 @@ from typing import Any
 from evaluator.models import (
     OVERALL,
 )
+from training.lines import split_lines
 
 OUTCOMES = ("a", "b", "tie")
 ARENA_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "tie"}
@@ -102,10 +103,7 @@ def parse_judgement_file(data: bytes, *, criteria: list[str]) -> list[ImportedJu
 
 
 def _rows(text: str, criteria: list[str]) -> Iterator[ImportedJudgement]:
-    # Only "\n" ends a line: str.splitlines() would also split at U+2028, U+2029 and U+0085, which JSON allows
-    # unescaped inside strings.
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -8,6 +8,8 @@ import io
 import json
 from dataclasses import dataclass
 
+from training.lines import split_lines
+
 MAX_PROMPT_CHARS = 20_000
 FIELDS = ("id", "prompt", "reference", "context")
 REQUIRED = ("id", "prompt")
@@ -54,14 +56,8 @@ def _decode(data: bytes) -> str:
         raise PromptFileError(line, f"the file is not UTF-8 (byte {offset})") from None
 
 
-def _lines(text: str) -> list[str]:
-    # Only "\n" ends a line: str.splitlines() would also split at U+2028, U+2029 and U+0085, which JSON allows
-    # unescaped inside strings.
-    return [line.removesuffix("\r") for line in text.split("\n")]
-
-
 def _jsonl_rows(text: str):
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:
