@@ -196,13 +196,16 @@ def _seed_http(sessions: int) -> list[str]:
 
 def _seed_comparisons(campaign_name: str, count: int, *, overlap: int, campaign_id: int | None = None) -> int:
     """`count` comparisons in one campaign: 1 prompt, 2 variants, candidates paired all-against-all (SQL)."""
+    from django.contrib.auth.models import Group
     from django.db import connection
 
-    from evaluator.models import Campaign, ModelVariant, Prompt
+    from evaluator.models import Campaign, CampaignMember, CampaignState, ModelVariant, Prompt
 
     side = int(count**0.5) + 1
     if campaign_id is None:
-        campaign = Campaign.objects.create(name=campaign_name, overlap=overlap)
+        # Served to every annotator, as the claim serves only active campaigns to their members.
+        campaign = Campaign.objects.create(name=campaign_name, overlap=overlap, state=CampaignState.ACTIVE)
+        CampaignMember.objects.create(campaign=campaign, group=Group.objects.get_or_create(name="annotator")[0])
     else:
         campaign = Campaign.objects.get(pk=campaign_id)
     batch = f"{count}-{ModelVariant.objects.count()}"  # unique names, however often a campaign grows
@@ -213,7 +216,7 @@ def _seed_comparisons(campaign_name: str, count: int, *, overlap: int, campaign_
         cursor.execute(
             """INSERT INTO evaluator_candidate (prompt_id, variant_id, sample_index, text, generation_settings, seed,
                    prompt_tokens, completion_tokens, latency_ms, retrieved, created_at)
-               SELECT %s, v, i, 'Answer ' || i, '{}', 1, 5, 7, 12, '[]', now()
+               SELECT %s, v, i, 'Answer ' || i || ' of ' || v, '{}', 1, 5, 7, 12, '[]', now()
                FROM generate_series(0, %s - 1) i, unnest(ARRAY[%s, %s]) v""",
             [prompt.pk, side, first.pk, second.pk],
         )

@@ -1,20 +1,26 @@
 """The closed loop with a scripted annotator: generate → rate → DPO → regenerate → rate, in one command.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/loop.py [--quick] [--seed 0]
-        [--rule repetition|key-term]
+        [--rule repetition|key-term|complete] [--model tiny|SPEC]
     DATABASE_URL=sqlite:///var/loop.sqlite3 .venv/bin/python bench/loop.py --quick
+    .venv/bin/python bench/loop.py --model smollm2-135m-instruct
 
-DATABASE_URL names the server (any database on it): the script creates a throwaway database `prefloop_bench_loop`,
-migrates it and drops it at the end. With a sqlite:/// URL the throwaway database is the file
-`prefloop_bench_loop.sqlite3` in the folder of the given path, removed at the end. Queued tasks go to a scratch
-filesystem broker that no worker reads (CELERY_BROKER_URL is overridden): every task runs here, in-process,
-through the same task functions a worker runs, and adapters land in a scratch artifacts folder.
+DATABASE_URL names the server (any database on it): the script creates a throwaway database `prefloop_bench_loop`
+(PREFLOOP_BENCH_LOOP_DB names another, for runs side by side), migrates it and drops it at the end. With a
+sqlite:/// URL the throwaway database is the file `prefloop_bench_loop.sqlite3` in the folder of the given path,
+removed at the end. Queued tasks go to a scratch filesystem broker that no worker reads (CELERY_BROKER_URL is
+overridden): every task runs here, in-process, through the same task functions a worker runs, and adapters land in
+a scratch artifacts folder.
 
 The run, each phase timed:
 
-1. The built-in tiny model (built once into $PREFLOOP_TINY_MODEL_DIR, default var/models/tiny, reused after).
-2. A campaign (overlap k = --annotators) of TEMPLATES × TERMS prompts: short questions about a term the tiny
-   corpus uses, each term asked about in every template, so the key term of every prompt is its term.
+1. The model: the built-in tiny model by default (built once into $PREFLOOP_TINY_MODEL_DIR, default
+   var/models/tiny, reused after), or --model SPEC, any base a variant takes (a shipped short name such as
+   smollm2-135m-instruct, a .gguf file, a folder, a Hub id in the local cache), GGUF converted once into
+   PREFLOOP_MODEL_CACHE (default var/models).
+2. A campaign (overlap k = --annotators) of prompts. On the tiny model: TEMPLATES × TERMS, short questions about
+   a term the tiny corpus uses, each term asked about in every template, so the key term of every prompt is its
+   term. On a real model: QUESTIONS × TOPICS, everyday questions about general-knowledge topics.
    --held-out of them, drawn with the seed, are kept out of training and make the new round.
 3. Two starting variants: the base at --parent-temperature (the parent of the retrain) and the base at
    --other-temperature. Their answers to the training prompts are generated (generate_candidates) and paired.
@@ -36,12 +42,22 @@ decided the held-out pairs, and each variant's repeated words per answer, share 
 how often its answers mention the key term and end as a finished sentence. The target is p < 0.01 per prompt
 (`target_met`). --quick is a smaller run (fewer prompts and steps) that checks the machinery, not the target.
 
-Why the repetition rule is the default: a round of DPO on a few dozen pairs teaches the tiny model to repeat
-itself less on prompts it never saw (a change in how it writes, whatever the prompt), while mentioning each new
-prompt's key term is a skill it cannot pick up from them: under --rule key-term the child mentions key terms no
-more often than its parent, and what it wins it wins on finished sentences. With these defaults the repetition
-rule gave p 1e-7 to 2e-5 per prompt at seed 0 (CPU training is not bit-for-bit repeatable), 7e-5 at seed 1 (on
-SQLite) and 2e-5 at seed 2, in 65 to 95 s a run.
+Each model kind has its own defaults (TINY_DEFAULTS, REAL_DEFAULTS); every option overrides them.
+
+Why the repetition rule is the default on the tiny model: a round of DPO on a few dozen pairs teaches the tiny
+model to repeat itself less on prompts it never saw (a change in how it writes, whatever the prompt), while
+mentioning each new prompt's key term is a skill it cannot pick up from them: under --rule key-term the child
+mentions key terms no more often than its parent, and what it wins it wins on finished sentences. With these
+defaults the repetition rule gave p 1e-7 to 2e-5 per prompt at seed 0 (CPU training is not bit-for-bit repeatable),
+7e-5 at seed 1 (on SQLite) and 2e-5 at seed 2, in 65 to 95 s a run.
+
+On a real instruct model (--model smollm2-135m-instruct) the default rule is **complete**, a formatting-quality
+rule: an answer that ends as a finished sentence within the reply budget beats one cut off mid-sentence, and
+anything else is a tie (evaluator/services/simulation.py). The prompts are QUESTIONS × TOPICS, questions a short
+answer suits: SmolLM2-135M-Instruct's answers to them are sensible and, with a 64-token budget, about half end
+in time at temperature 1.0, so the rule decides a good share of the pairs, and one DPO round can teach the child
+to say what it has to say within the budget on prompts it never saw. What was measured, and what did not work,
+is in README.md ("The loop on a real model").
 """
 
 from __future__ import annotations
@@ -68,11 +84,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
-BENCH_DB = "prefloop_bench_loop"
+BENCH_DB = os.environ.get("PREFLOOP_BENCH_LOOP_DB", "prefloop_bench_loop")
 TARGET_P = 0.01
 # evaluator.services.simulation.RULES, the first its default (that module needs Django set up, after the
 # arguments are read).
-RULES = ("repetition", "key-term")
+RULES = ("repetition", "key-term", "complete")
 # Terms the tiny model's corpus uses in its answers, so that its answers can mention them.
 TERMS = (
     "objects",
@@ -107,37 +123,102 @@ TEMPLATES = (
     "How do teams plan for {term}?",
     "Is {term} hard?",
 )
-FULL = {"terms": len(TERMS), "held_out": 80, "max_steps": 72}
-QUICK = {"terms": 6, "held_out": 30, "max_steps": 8}
+# General-knowledge topics and questions for a real instruct model: every question suits every topic.
+TOPICS = (
+    "photosynthesis",
+    "gravity",
+    "the water cycle",
+    "volcanoes",
+    "the internet",
+    "vaccines",
+    "the moon",
+    "rainbows",
+    "earthquakes",
+    "electricity",
+    "the human heart",
+    "honey bees",
+    "recycling",
+    "the printing press",
+    "museums",
+    "libraries",
+    "climate",
+    "sleep",
+    "bread",
+    "maps",
+)
+# Questions a short answer suits, so that a good share of answers can end within the reply budget and the rule
+# has something to tell apart ("In one sentence, ..." was left out: every answer to it ended, a tie every time).
+QUESTIONS = (
+    "Give one fact about {topic}.",
+    "What is {topic}? Answer briefly.",
+    "Name one thing {topic} is known for.",
+    "Why does {topic} matter?",
+    "What is {topic}?",
+    "Describe {topic} briefly.",
+    "What should a beginner know about {topic}?",
+    "What is a common misconception about {topic}?",
+    "How does {topic} affect everyday life?",
+    "Explain {topic} in simple terms.",
+)
+TINY = "tiny"
+# Per model kind: the run's defaults, each overridden by its option. Real models learn at a lower rate from
+# fewer, longer records than the tiny model.
+TINY_DEFAULTS = {
+    "rule": "repetition",
+    "held_out": 80,
+    "max_steps": 72,
+    "max_new_tokens": 32,
+    "learning_rate": 1e-3,
+    "batch_size": 16,
+    "max_length": 96,
+}
+REAL_DEFAULTS = {
+    "rule": "complete",
+    "held_out": 80,
+    "max_steps": 32,
+    "max_new_tokens": 64,
+    "learning_rate": 2e-4,
+    "batch_size": 8,
+    "max_length": 160,
+}
+# --quick: fewer prompts and steps, to check the machinery, not the target.
+QUICK = {"subjects": 6, "held_out": 30, "max_steps": 8}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    size = QUICK if args.quick else FULL
-    held_out_count = args.held_out or size["held_out"]
-    max_steps = args.max_steps or size["max_steps"]
-    prompts = prompt_rows(TERMS[: size["terms"]])
+    real = args.model != TINY
+    defaults = {**(REAL_DEFAULTS if real else TINY_DEFAULTS), **(QUICK if args.quick else {})}
+    settings = {
+        name: value if (value := getattr(args, name, None)) is not None else defaults[name] for name in defaults
+    }
+    args.rule = settings["rule"]
+    prompts = real_prompt_rows(QUICK["subjects"] if args.quick else None) if real else prompt_rows(args.quick)
+    held_out_count = settings["held_out"]
     if not 0 < held_out_count < len(prompts):
         raise SystemExit(f"--held-out must be between 1 and {len(prompts) - 1}, got {held_out_count}")
     dpo_settings = {
         "beta": args.beta,
-        "learning_rate": args.learning_rate,
-        "max_steps": max_steps,
-        "per_device_train_batch_size": args.batch_size,
-        "max_length": 96,
+        "learning_rate": settings["learning_rate"],
+        "max_steps": settings["max_steps"],
+        "per_device_train_batch_size": settings["batch_size"],
+        "max_length": settings["max_length"],
         "seed": args.seed,
         "logging_steps": 1,
         # The paged 8-bit optimizers are for GPU memory spikes; on the CPU plain AdamW is the fast one.
         "optim": "adamw_torch" if not _cuda() else "paged_adamw_8bit",
         "qlora": {"lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "lora_dropout": 0.0},
     }
-    generation = {"max_new_tokens": args.max_new_tokens, "top_p": 1.0}
+    generation = {"max_new_tokens": settings["max_new_tokens"], "top_p": 1.0}
     server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     tiny_dir = Path(os.environ.get("PREFLOOP_TINY_MODEL_DIR", REPO / "var" / "models" / "tiny"))
+    # Converted models outlive the run's scratch folder: the next run loads them in seconds.
+    model_cache = Path(os.environ.get("PREFLOOP_MODEL_CACHE", REPO / "var" / "models"))
     scratch = Path(tempfile.mkdtemp(prefix="prefloop-bench-loop-"))
     database = Database(server, scratch)
     os.environ.update(
         DATABASE_URL=database.url,
         PREFLOOP_VAR_DIR=str(scratch),
+        PREFLOOP_MODEL_CACHE=str(model_cache),
         # Tasks queued on commit go to a folder no worker reads; this script runs them itself.
         CELERY_BROKER_URL="filesystem://localhost//",
         PREFLOOP_GENERATION_BATCH_SIZE="32",
@@ -153,14 +234,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         import django
 
         django.setup()
-        with timed(phases, "tiny_model"):
-            from training.tiny import ensure_tiny_model
-
-            tiny = ensure_tiny_model(tiny_dir)
+        with timed(phases, "model"):
+            base = model_folder(args.model, tiny_dir=tiny_dir, cache=model_cache)
         report = run_loop(
             args,
             phases,
-            tiny=tiny,
+            base=base,
             prompts=prompts,
             held_out_count=held_out_count,
             dpo_settings=dpo_settings,
@@ -176,7 +255,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def prompt_rows(terms: tuple[str, ...]) -> list[dict[str, str]]:
+def prompt_rows(quick: bool) -> list[dict[str, str]]:
+    """The tiny model's prompts: every template about every term (the first QUICK["subjects"] terms if quick)."""
+    terms = TERMS[: QUICK["subjects"]] if quick else TERMS
     return [
         {"id": f"{term}-{index:02d}", "prompt": template.format(term=term)}
         for term in terms
@@ -184,19 +265,42 @@ def prompt_rows(terms: tuple[str, ...]) -> list[dict[str, str]]:
     ]
 
 
+def real_prompt_rows(topic_count: int | None) -> list[dict[str, str]]:
+    """A real model's prompts: every question about every topic (the first `topic_count` topics if given)."""
+    return [
+        {"id": f"{topic.replace(' ', '-')}-{index:02d}", "prompt": question.format(topic=topic)}
+        for topic in TOPICS[:topic_count]
+        for index, question in enumerate(QUESTIONS)
+    ]
+
+
+def model_folder(spec: str, *, tiny_dir: Path, cache: Path) -> Path:
+    """The folder the variants load: the tiny model, built once, or SPEC resolved (a GGUF converted once)."""
+    if spec == TINY:
+        from training.tiny import ensure_tiny_model
+
+        return ensure_tiny_model(tiny_dir)
+    from training.models import ModelSpecError, resolve_model
+
+    try:
+        return Path(resolve_model(spec, cache_dir=cache, progress=lambda line: print(line, file=sys.stderr)))
+    except ModelSpecError as error:
+        raise SystemExit(f"--model {spec}: {error}") from error
+
+
 def run_loop(
     args: argparse.Namespace,
     phases: dict[str, float],
     *,
-    tiny: Path,
+    base: Path,
     prompts: list[dict[str, str]],
     held_out_count: int,
     dpo_settings: dict[str, Any],
     generation: dict[str, Any],
 ) -> dict[str, Any]:
-    from evaluator.models import GenerationJob, JobStatus, Prompt, TrainingJob
+    from evaluator.models import CampaignState, GenerationJob, JobStatus, Prompt, TrainingJob
     from evaluator.services.accounts import account_create
-    from evaluator.services.campaigns import campaign_create
+    from evaluator.services.campaigns import campaign_create, campaign_member_add, campaign_state_change
     from evaluator.services.generation import generation_job_queue
     from evaluator.services.imports import prompts_import
     from evaluator.services.simulation import simulated_round_rate
@@ -210,17 +314,20 @@ def run_loop(
         prompts_import(campaign=campaign, file_name="prompts.jsonl", data=data)
         parent = variant_create(
             name="base",
-            base_model=str(tiny),
+            base_model=str(base),
             generation_settings={**generation, "temperature": args.parent_temperature},
         )
         other = variant_create(
             name="base, other settings",
-            base_model=str(tiny),
+            base_model=str(base),
             generation_settings={**generation, "temperature": args.other_temperature},
         )
         annotators = [
             account_create(username=f"oracle-{index}", roles=["annotator"])[0] for index in range(args.annotators)
         ]
+        for annotator in annotators:
+            campaign_member_add(campaign=campaign, user=annotator)
+        campaign_state_change(campaign=campaign, state=CampaignState.ACTIVE)
         # A seeded draw of exactly held_out_count prompt ids (held_out_prompts_draw takes a share).
         held_out = sorted(random.Random(args.seed).sample([row["id"] for row in prompts], held_out_count))
         training_prompts = list(Prompt.objects.filter(campaign=campaign).exclude(external_id__in=held_out))
@@ -259,6 +366,7 @@ def run_loop(
     train_logs = [log for log in job.metrics if "loss" in log]
     return {
         "command": " ".join(["bench/loop.py", *sys.argv[1:]]),
+        "model": args.model,
         "database": "sqlite" if os.environ["DATABASE_URL"].startswith("sqlite") else "postgresql",
         "sizes": {
             "prompts": len(prompts),
@@ -441,17 +549,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run: checks the machinery, not the target")
     parser.add_argument("--seed", type=int, default=0, help="held-out draw, DPO and annotator noise")
-    parser.add_argument("--rule", choices=RULES, default=RULES[0], help="the scripted annotators' rule")
+    parser.add_argument(
+        "--model", default=TINY, help="tiny (the default), or a base model spec such as smollm2-135m-instruct"
+    )
+    parser.add_argument(
+        "--rule", choices=RULES, help="the scripted annotators' rule (tiny: repetition; real: complete)"
+    )
     parser.add_argument("--annotators", type=int, default=3, help="scripted annotators = the campaign's k")
     parser.add_argument("--noise", type=float, default=0.1, help="share of random choices per annotator")
     parser.add_argument("--held-out", type=int, help="held-out prompts (default 80; --quick 30)")
+    parser.add_argument("--max-length", type=int, help="DPO max_length in tokens (tiny 96; real 160)")
     parser.add_argument("--parent-temperature", type=float, default=1.0)
     parser.add_argument("--other-temperature", type=float, default=0.7)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, help="the reply budget (tiny 32; real 64)")
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--max-steps", type=int, help="DPO steps (default 72; --quick 8)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, help="DPO learning rate (tiny 1e-3; real 2e-4)")
+    parser.add_argument("--max-steps", type=int, help="DPO steps (tiny 72; real 32; --quick 8)")
+    parser.add_argument("--batch-size", type=int, help="DPO batch (tiny 16; real 8)")
     parser.add_argument("--lora-r", type=int, default=16)
     args = parser.parse_args(argv)
     if args.annotators < 1:

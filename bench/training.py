@@ -1,7 +1,8 @@
 """DPO training: a Prefloop job vs a plain TRL script (step time), and QLoRA vs LoRA (peak memory), in one run.
 
     python bench/training.py [--device auto|cpu|cuda] [--model PATH] [--steps 30] [--warmup 5] [--repeats 2]
-        [--batch-size 2] [--max-length 512] [--database-url postgres://...] [--skip-memory] [--quick]
+        [--batch-size 2] [--max-length 512] [--database-url postgres://...] [--skip-memory] [--skip-step-time]
+        [--memory-model qwen2.5-0.5b-shape|SPEC ...] [--quick]
 
 (a) Step time. The same DPO config (the built-in tiny model unless --model; a preference JSONL built from the tiny
     model's corpus; same seed, steps, batch, max_length, 4-bit NF4 double-quant base, LoRA r16 all-linear, optimizer)
@@ -21,8 +22,10 @@
     job's overhead is inside it). Medians are over the steps after --warmup of all repeats; the figure of merit is
     the ratio of median cycles prefloop / plain_trl (target: at most 1.10). The per-step losses of both ways are
     compared too: the same config and seed must train the same thing.
-(b) Peak memory, QLoRA vs LoRA, on a model of Qwen2.5-0.5B's shape (its config values typed in, random weights,
-    saved once in bfloat16 with the tiny model's tokenizer, since nothing is downloaded). Each variant runs in a fresh
+(b) Peak memory, QLoRA vs LoRA, on each --memory-model: by default a model of Qwen2.5-0.5B's shape (its config
+    values typed in, random weights, saved once in bfloat16 with the tiny model's tokenizer, since nothing is
+    downloaded); also any base a variant takes, e.g. --memory-model smollm2-135m-instruct (converted once into
+    PREFLOOP_MODEL_CACHE, default var/models). Each variant runs in a fresh
     subprocess through Prefloop's own `build_dpo_trainer` (QLoRA: 4-bit NF4 double-quant base, prepared for k-bit
     training; LoRA: the base in the compute dtype; both LoRA r16 all-linear, gradient checkpointing) and trains
     real DPO steps at batch 1 (3 on CUDA; 1 on CPU, where each costs minutes). On CUDA the peak is
@@ -72,6 +75,7 @@ QWEN25_05B_SHAPE: dict[str, Any] = {
     "hidden_act": "silu",
     "use_sliding_window": False,
 }
+QWEN_SHAPE = "qwen2.5-0.5b-shape"
 PREFERENCE_RECORDS = 64
 STEP_TARGET = 1.10
 MEMORY_TARGET = 0.6
@@ -90,6 +94,12 @@ def main() -> None:
     parser.add_argument("--memory-max-length", type=int, help="max_length of the memory runs (default 128)")
     parser.add_argument("--database-url", help="PostgreSQL URL: the job's callbacks then run its SQL (see above)")
     parser.add_argument("--skip-memory", action="store_true", help="only the step-time part")
+    parser.add_argument("--skip-step-time", action="store_true", help="only the memory part")
+    parser.add_argument(
+        "--memory-model",
+        action="append",
+        help=f"a model for the memory part, repeatable: {QWEN_SHAPE} (the default) or a base model spec",
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     # Internal: one memory measurement, run by the parent in a fresh process.
     parser.add_argument("--memory-child", choices=("qlora", "lora"), help=argparse.SUPPRESS)
@@ -124,10 +134,14 @@ def main() -> None:
             "command": " ".join(["bench/training.py", *sys.argv[1:]]),
             "device": device_description(device),
             "versions": versions(),
-            "step_time": step_time(args, device, model_ref, dataset, work),
         }
+        if not args.skip_step_time:
+            report["step_time"] = step_time(args, device, model_ref, dataset, work)
         if not args.skip_memory:
-            report["memory"] = memory(args, device, tiny, dataset, work)
+            report["memory"] = {
+                name: memory(args, device, memory_model_dir(name, tiny, work), dataset, name)
+                for name in args.memory_model or [QWEN_SHAPE]
+            }
     print(json.dumps(report, indent=2))
 
 
@@ -470,10 +484,22 @@ def train_plain_trl(config: Any, device: str, timer: Any) -> None:
 # --- (b) peak memory -------------------------------------------------------------------------------------------
 
 
-def memory(args: argparse.Namespace, device: str, tiny: Path, dataset: Path, work: Path) -> dict[str, Any]:
-    started = time.perf_counter()
-    model_dir = save_random_qwen_shape(work / "qwen2.5-0.5b-shape", tokenizer_from=tiny)
-    saved_s = time.perf_counter() - started
+def memory_model_dir(name: str, tiny: Path, work: Path) -> Path:
+    """The folder a memory run loads: the Qwen2.5-0.5B shape built here, or a base model spec resolved."""
+    if name == QWEN_SHAPE:
+        started = time.perf_counter()
+        folder = save_random_qwen_shape(work / QWEN_SHAPE, tokenizer_from=tiny)
+        print(f"{QWEN_SHAPE} built and saved in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return folder
+    from training.models import ModelSpecError, resolve_model
+
+    try:
+        return Path(resolve_model(name, progress=lambda line: print(line, file=sys.stderr)))
+    except ModelSpecError as error:
+        raise SystemExit(f"--memory-model {name}: {error}") from error
+
+
+def memory(args: argparse.Namespace, device: str, model_dir: Path, dataset: Path, name: str) -> dict[str, Any]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -502,9 +528,8 @@ def memory(args: argparse.Namespace, device: str, tiny: Path, dataset: Path, wor
 
     peak_ratio = ratio("peak_bytes")
     return {
-        "model_shape": "Qwen2.5-0.5B (random weights, saved in bfloat16)",
-        "shape": QWEN25_05B_SHAPE,
-        "build_and_save_s": round(saved_s, 1),
+        "model": "Qwen2.5-0.5B's shape (random weights, saved in bfloat16)" if name == QWEN_SHAPE else name,
+        "folder": str(model_dir),
         "what_runs": f"{args.memory_steps} DPO step(s), batch 1, max_length {args.memory_max_length}, "
         "through training.dpo.build_dpo_trainer, each variant in a fresh process",
         "measure": "torch.cuda.max_memory_allocated" if device == "cuda" else "peak RSS minus RSS before loading",

@@ -24,9 +24,23 @@ class CampaignAdminForm(forms.ModelForm):
 
 @admin.register(models.Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    """The lifecycle moves on the campaign page (conditional updates); here the state is only shown."""
+
     form = CampaignAdminForm
-    list_display = ["name", "overlap", "created_at"]
+    list_display = ["name", "state", "priority", "overlap", "created_at"]
+    list_filter = ["state"]
     search_fields = ["name"]
+    readonly_fields = ["state", "state_changed_at"]
+
+
+@admin.register(models.CampaignMember)
+class CampaignMemberAdmin(admin.ModelAdmin):
+    """Who may rate which campaign; assigned and unassigned on the campaign's own page, which checks the names."""
+
+    list_display = ["campaign", "user", "group", "added_by", "created_at"]
+    list_filter = ["campaign"]
+    list_select_related = ["campaign", "user", "group", "added_by"]
+    raw_id_fields = ["campaign", "user", "group", "added_by"]
 
 
 @admin.register(models.ModelVariant)

@@ -13,6 +13,7 @@ from evaluator.models import (
     OVERALL,
     AnswerFlag,
     Campaign,
+    CampaignState,
     DocumentCollection,
     ModelExport,
     ModelVariant,
@@ -24,12 +25,16 @@ from evaluator.models import (
     default_criteria,
 )
 from evaluator.parsing.prompts import MAX_PROMPT_CHARS
+from evaluator.roles import ANNOTATOR
 from evaluator.rubric import MAX_CRITERIA, rubric_parse, rubric_text
 from evaluator.selectors.campaigns import VoteFilters
 from training.qa import DEFAULT_PAIRS_PER_CHUNK, MAX_PAIRS_PER_CHUNK
 from training.trainer_common import OPTIMIZERS
 
 SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
+# Most optimizer steps a retrain may ask for: far past any useful run on the preferences one campaign collects,
+# and within the job's integer progress columns and the trainer's schedulers.
+MAX_TRAINING_STEPS = 100_000
 BOTH_BAD_CHOICE = ("both_bad", "Both bad")
 
 
@@ -76,7 +81,14 @@ class CampaignForm(forms.Form):
     show_retrieved = forms.BooleanField(
         required=False,
         label="Show retrieved passages",
-        help_text="The passages a retrieval variant added to its prompt, under its answer.",
+        help_text="The passages either answer's model retrieved, once, above both answers (never under one).",
+    )
+    priority = forms.IntegerField(
+        min_value=-1000,
+        max_value=1000,
+        required=False,
+        initial=0,
+        help_text="Higher first: annotators get pairs from their highest-priority active campaign. Empty: 0.",
     )
 
     def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
@@ -92,6 +104,9 @@ class CampaignForm(forms.Form):
 
     def clean_gold_rate(self) -> float:
         return self.cleaned_data["gold_rate"] or 0.0
+
+    def clean_priority(self) -> int:
+        return self.cleaned_data["priority"] or 0
 
     def clean_selection(self) -> str:
         return self.cleaned_data["selection"] or Selection.RANDOM
@@ -111,6 +126,51 @@ class CampaignForm(forms.Form):
         if others.filter(name=name).exists():
             raise forms.ValidationError("A campaign with this name already exists.")
         return name
+
+
+class CampaignStateForm(forms.Form):
+    """Move a campaign along its lifecycle; whether the move is allowed from its state is the service's rule."""
+
+    state = forms.ChoiceField(choices=CampaignState.choices)
+
+
+class CampaignMemberForm(forms.Form):
+    """Assign one annotator (by username) or one group (by name) to a campaign."""
+
+    username = forms.CharField(max_length=150, required=False, label="Annotator's username")
+    group = forms.CharField(max_length=150, required=False, label="or a group")
+
+    def clean_username(self) -> Any:
+        username = self.cleaned_data["username"].strip()
+        if not username:
+            return None
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise forms.ValidationError(f"There is no user named “{username}”.")
+        if not user.is_active:
+            raise forms.ValidationError(f"“{username}” is deactivated; reactivate the account first.")
+        if not user.is_superuser and not user.groups.filter(name=ANNOTATOR).exists():
+            raise forms.ValidationError(
+                f"“{username}” does not have the annotator role; give it on Accounts and roles first."
+            )
+        return user
+
+    def clean_group(self) -> Group | None:
+        name = self.cleaned_data["group"].strip()
+        if not name:
+            return None
+        group = Group.objects.filter(name=name).first()
+        if group is None:
+            raise forms.ValidationError(f"There is no group named “{name}”.")
+        return group
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        if bool(data.get("username")) == bool(data.get("group")):
+            raise forms.ValidationError("Give either an annotator's username or a group name (one of the two).")
+        return data
 
 
 class PromptImportForm(forms.Form):
@@ -237,10 +297,16 @@ class DocumentUploadForm(forms.Form):
     )
 
     def clean_files(self) -> list[UploadedFile]:
+        from training.rag import DOCUMENT_SUFFIXES
+
         files = self.cleaned_data["files"]
         for upload in files:
             if upload.size > settings.PREFLOOP_MAX_UPLOAD_BYTES:
                 raise forms.ValidationError(f"{upload.name} is larger than {settings.PREFLOOP_MAX_UPLOAD_BYTES} bytes.")
+            if not str(upload.name).lower().endswith(DOCUMENT_SUFFIXES):
+                raise forms.ValidationError(
+                    f"{upload.name}: not a {', '.join(DOCUMENT_SUFFIXES)} file. Nothing was added."
+                )
         return files
 
 
@@ -272,7 +338,11 @@ class RetrainForm(forms.Form):
     source_campaigns = forms.ModelMultipleChoiceField(
         queryset=Campaign.objects.all(), required=False, help_text="Where the preferences come from; empty: this one."
     )
-    criterion = forms.CharField(initial=OVERALL, max_length=64, help_text="Which choice decides a pair.")
+    criterion = forms.ChoiceField(
+        choices=[(OVERALL, "Overall")],
+        initial=OVERALL,
+        help_text="Which choice decides a pair: the overall preference or one of the campaign's criteria.",
+    )
     min_agreement = forms.FloatField(
         min_value=0.01, max_value=1.0, required=False, help_text="Pool each pair's judgements; empty: one each."
     )
@@ -304,7 +374,9 @@ class RetrainForm(forms.Form):
     beta = forms.FloatField(min_value=0.001, max_value=10.0, initial=0.1, label="DPO β")
     learning_rate = forms.FloatField(min_value=1e-7, max_value=1e-2, initial=5e-5)
     num_train_epochs = forms.FloatField(min_value=0.1, max_value=20, initial=1.0, label="Epochs")
-    max_steps = forms.IntegerField(min_value=-1, initial=-1, help_text="-1: run all epochs.")
+    max_steps = forms.IntegerField(
+        min_value=-1, max_value=MAX_TRAINING_STEPS, initial=-1, help_text="-1: run all epochs."
+    )
     per_device_train_batch_size = forms.IntegerField(min_value=1, max_value=64, initial=2, label="Batch size")
     gradient_accumulation_steps = forms.IntegerField(min_value=1, max_value=256, initial=1)
     max_length = forms.IntegerField(min_value=32, max_value=8192, initial=512)
@@ -326,11 +398,33 @@ class RetrainForm(forms.Form):
         initial="all-linear", max_length=500, help_text="all-linear, or names, comma-separated."
     )
 
+    def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
+        """`campaign`: the campaign the job is queued from; its rubric gives the criteria to choose from."""
+        super().__init__(*args, **kwargs)
+        self.campaign = campaign
+        if campaign is not None:
+            labels = {criterion["slug"]: criterion.get("label") or criterion["slug"] for criterion in campaign.criteria}
+            self.fields["criterion"].choices = [(OVERALL, "Overall"), *labels.items()]  # type: ignore[attr-defined]
+
     def clean_max_steps(self) -> int:
         steps = self.cleaned_data["max_steps"]
         if steps == 0:
             raise forms.ValidationError("Use -1 to run all epochs, or a positive number of steps.")
         return steps
+
+    def clean_target_modules(self) -> str | list[str]:
+        """The string all-linear, or a list of module names (never one bare name: PEFT reads a string as a regular
+        expression that must match a module's full dotted name)."""
+        from training.lora_targets import ALL_LINEAR
+
+        names = [name.strip() for name in self.cleaned_data["target_modules"].split(",") if name.strip()]
+        if not names:
+            raise forms.ValidationError(f"Give {ALL_LINEAR} or module names, comma-separated.")
+        if names == [ALL_LINEAR]:
+            return ALL_LINEAR
+        if ALL_LINEAR in names:
+            raise forms.ValidationError(f"{ALL_LINEAR} stands alone: it already names every linear layer.")
+        return names
 
     def clean_held_out_ids(self) -> list[str]:
         return sorted({line.strip() for line in self.cleaned_data["held_out_ids"].splitlines() if line.strip()})
@@ -348,19 +442,45 @@ class RetrainForm(forms.Form):
                 self.add_error("qa_file", "Choose the Q&A file to train on.")
             elif data.get("qa_file") and data.get("qa_set"):
                 self.add_error("qa_set", "Choose a Q&A file or a Q&A set, not both.")
+        self._check_criterion_in_sources(data)
+        self._check_target_modules_in_base(data)
         return data
+
+    def _check_criterion_in_sources(self, data: dict[str, Any]) -> None:
+        criterion = data.get("criterion")
+        sources = list(data.get("source_campaigns") or ([self.campaign] if self.campaign else []))
+        lacking = [source.name for source in sources if criterion and criterion not in source.criterion_slugs]
+        if lacking:
+            names = ", ".join(f"“{name}”" for name in lacking)
+            verb = "has" if len(lacking) == 1 else "have"
+            self.add_error("criterion", f"{names} {verb} no criterion “{criterion}”: choose one every source rates.")
+
+    def _check_target_modules_in_base(self, data: dict[str, Any]) -> None:
+        """The parent's base model must have the target modules: checked on its config, nothing loaded, so a bad
+        name is refused here rather than by PEFT in the worker once the model is in memory."""
+        from training.lora_targets import check_target_modules
+        from training.models import ModelSpecError
+
+        parent, targets = data.get("parent_variant"), data.get("target_modules")
+        if parent is None or not targets:
+            return
+        try:
+            check_target_modules(parent.base_model, targets)
+        except ModelSpecError as error:
+            self.add_error("parent_variant", f"Its base model cannot be read: {error}")
+        except ValueError as error:
+            self.add_error("target_modules", str(error))
 
     def training(self) -> dict[str, Any]:
         """The training library's config values (training.dpo.DPOJobConfig / training.sft.SFTJobConfig)."""
         data = self.cleaned_data
-        modules = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
         qlora = {
             "load_in_4bit": data["load_in_4bit"],
             "double_quant": data["double_quant"],
             "lora_r": data["lora_r"],
             "lora_alpha": data["lora_alpha"],
             "lora_dropout": data["lora_dropout"],
-            "target_modules": modules[0] if len(modules) == 1 else modules,
+            "target_modules": data["target_modules"],
         }
         keys = [
             "learning_rate",

@@ -3,11 +3,13 @@
 import random
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 OVERALL = "overall"
 
@@ -49,6 +51,22 @@ class Selection(models.TextChoices):
     ACTIVE = "active", "Active (fewest judgements, then most uncertain)"
 
 
+class CampaignState(models.TextChoices):
+    """A campaign's lifecycle: draft → active ⇄ paused → closed (evaluator/services/campaigns.py moves it).
+
+    Only an active campaign is served to annotators; a closed one keeps its data and never serves again."""
+
+    DRAFT = "draft", "Draft"
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused"
+    CLOSED = "closed", "Closed"
+
+    @property
+    def in_words(self) -> str:
+        """The state as a sentence says it: "is a draft", "is paused"."""
+        return "a draft" if self == CampaignState.DRAFT else self.label.lower()
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
@@ -66,13 +84,20 @@ class Campaign(models.Model):
         default=False, help_text="Show annotators each prompt's reference answer and context."
     )
     show_retrieved = models.BooleanField(
-        default=False, help_text="Show annotators the passages a retrieval variant added to its prompt."
+        default=False, help_text="Show annotators the passages the answers' models retrieved, above both answers."
+    )
+    # A new campaign is a draft: nothing is served until an admin assigns annotators and activates it.
+    state = models.CharField(max_length=8, choices=CampaignState.choices, default=CampaignState.DRAFT)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    priority = models.IntegerField(
+        default=0, help_text="Higher first: an annotator's next pair comes from their highest-priority campaign."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.CheckConstraint(condition=Q(state__in=CampaignState.values), name="campaign_state_valid"),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_at_least_one"),
             models.CheckConstraint(condition=Q(gold_rate__gte=0, gold_rate__lte=1), name="campaign_gold_rate_share"),
             models.CheckConstraint(condition=Q(selection__in=Selection.values), name="campaign_selection_valid"),
@@ -88,6 +113,40 @@ class Campaign(models.Model):
     @property
     def criterion_slugs(self) -> list[str]:
         return [criterion["slug"] for criterion in self.criteria] + [OVERALL]
+
+
+class CampaignMember(models.Model):
+    """Who may rate a campaign: one user, or every member of one group (exactly one of the two)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="campaign_memberships"
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="campaign_memberships"
+    )
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
+                name="campaignmember_user_or_group",
+            ),
+            models.UniqueConstraint(
+                fields=["campaign", "user"], condition=Q(user__isnull=False), name="campaignmember_user_once"
+            ),
+            models.UniqueConstraint(
+                fields=["campaign", "group"], condition=Q(group__isnull=False), name="campaignmember_group_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"member {self.user_id or self.group_id} of campaign {self.campaign_id}"
 
 
 class Prompt(models.Model):
@@ -125,6 +184,11 @@ class JobStatus(models.TextChoices):
 
 
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+# What a page says of a job stored while the broker could not be reached (Job.awaiting_broker), after its name.
+AWAITING_BROKER_NOTE = (
+    "is stored and queued, but the task queue cannot be reached right now: it is sent to a worker automatically "
+    "once the queue is back."
+)
 
 
 def any_unfinished(jobs: Iterable[Any]) -> bool:
@@ -142,9 +206,30 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it: the process that took it last, the claim every write of that run is conditional on (a run
+    # that lost the job to another can no longer write), and that run's last sign of life.
+    worker = models.CharField(max_length=200, blank=True, help_text="The process (host:pid) that took the job last.")
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3, help_text="Starts allowed, redeliveries included.")
+    # The outbox: when it last entered the queue (null: it waits for its inputs, not for a worker, as an empty
+    # collection does), and when its task last reached the broker (null: not yet, the broker could not be reached;
+    # the reaper sends it), or when a copy waiting on a live holder is due.
+    queued_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    # Set (not stored) by evaluator.services.jobs.job_send_on_commit when this process could not hand the job's task
+    # to the broker after the commit: the page that queued it says so.
+    send_failed = False
 
     class Meta:
         abstract = True
+        indexes = [
+            # The reaper's two questions: running jobs by heartbeat, queued ones by their last send.
+            models.Index(fields=["heartbeat_at"], condition=Q(status="running"), name="%(class)s_running_idx"),
+            models.Index(fields=["sent_at"], condition=Q(status="queued"), name="%(class)s_queued_idx"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="%(class)s_status_valid"),
             models.CheckConstraint(
@@ -154,7 +239,22 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=~Q(status=JobStatus.FAILED) | ~Q(error=""), name="%(class)s_failed_says_why"
             ),
+            models.CheckConstraint(condition=Q(attempts__lte=F("max_attempts")), name="%(class)s_attempts_capped"),
         ]
+
+    @property
+    def awaiting_broker(self) -> bool:
+        """Queued, but its task has not reached the broker yet: it is sent once the broker is back."""
+        return self.status == JobStatus.QUEUED and self.sent_at is None
+
+    @property
+    def stuck_in_queue(self) -> bool:
+        """Queued, and its task never reached the broker or did longer ago than a worker takes to pick a job up
+        (PREFLOOP_JOB_STALE_SECONDS): Resume sends it again (evaluator.services.jobs.job_resume)."""
+        if self.status != JobStatus.QUEUED or self.queued_at is None:
+            return False
+        stale = timedelta(seconds=settings.PREFLOOP_JOB_STALE_SECONDS)
+        return self.sent_at is None or timezone.now() - self.sent_at > stale
 
 
 class TrainingJob(Job):
@@ -173,27 +273,19 @@ class TrainingJob(Job):
     progress_step = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=list, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    max_attempts = models.PositiveSmallIntegerField(default=3, help_text="Starts allowed, redeliveries included.")
     # Asked for from the job page; the training loop checks it after every step and ends the job `cancelled`.
     cancel_requested = models.BooleanField(default=False)
     last_checkpoint = models.CharField(max_length=500, blank=True, help_text="Newest complete checkpoint.")
-    worker = models.CharField(max_length=200, blank=True, help_text="Hostname of the worker on its last start.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     # The current attempt's start and the step it resumed from: the ETA runs at this attempt's pace.
     attempt_started_at = models.DateTimeField(null=True, blank=True)
     attempt_start_step = models.PositiveIntegerField(default=0)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(Job.Meta):
         ordering = ["-created_at"]
         constraints = [
             *Job.Meta.constraints,
             models.CheckConstraint(condition=Q(method__in=["dpo", "sft"]), name="trainingjob_method_valid"),
-            models.CheckConstraint(condition=Q(attempts__lte=F("max_attempts")), name="trainingjob_attempts_capped"),
-        ]
-        indexes = [
-            models.Index(fields=["heartbeat_at"], condition=Q(status="running"), name="trainingjob_running_idx"),
         ]
 
     def __str__(self) -> str:
@@ -526,6 +618,26 @@ class DocumentCollection(Job):
         return self.name
 
 
+class DocumentUpload(models.Model):
+    """An uploaded document file whose text the collection's index build has yet to extract.
+
+    The web request only stores the file; the worker extracts it under caps (pages, characters, time) and turns it
+    into a Document, so a hostile PDF costs a worker a bounded time, never a web request.
+    """
+
+    collection = models.ForeignKey(DocumentCollection, on_delete=models.CASCADE, related_name="uploads")
+    name = models.CharField(max_length=300)
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=~Q(name=""), name="documentupload_name_not_empty")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Document(models.Model):
     collection = models.ForeignKey(DocumentCollection, on_delete=models.CASCADE, related_name="documents")
     name = models.CharField(max_length=300)
@@ -709,3 +821,28 @@ class QAPair(models.Model):
 
     def __str__(self) -> str:
         return f"Q&A pair {self.pk}"
+
+
+class DemoPreparation(Job):
+    """One `manage.py seed_demo` run: its choice of base model and why, beside the demo campaign whose jobs (index,
+    SFT training, generation) the demo's progress page follows. The choice runs in seed_demo itself, not a worker:
+    the rest of the demo waits on it, and `make demo` prints its progress lines."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="demo_preparations")
+    # PREFLOOP_BASE_MODEL as seed_demo read it; base_model is what the demo's variants use.
+    wanted_model = models.CharField(max_length=500)
+    base_model = models.CharField(max_length=500, blank=True)
+    reason = models.TextField(blank=True, help_text="Why this base: the wanted model loads, or why it does not.")
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            *Job.Meta.constraints,
+            models.CheckConstraint(
+                condition=~Q(status=JobStatus.SUCCEEDED) | ~Q(base_model="") & ~Q(reason=""),
+                name="demopreparation_chosen_when_succeeded",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"demo preparation #{self.pk}"

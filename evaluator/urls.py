@@ -1,11 +1,16 @@
 from django.urls import include, path
 
-from evaluator.views import manage, people, qa, rating, stats, training
+from evaluator.views import demo, health, manage, people, qa, rating, stats, training
 
 urlpatterns = [
     path("", rating.home, name="home"),
     path("healthz", rating.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("demo/", demo.demo_preparation, name="demo_preparation"),
     path("rate/", rating.rate, name="rate"),
+    path("rate/campaigns/", rating.rate_campaigns, name="rate_campaigns"),
+    path("rate/campaigns/<int:campaign_id>/", rating.rate_campaign_pick, name="rate_campaign_pick"),
+    path("rate/next/", rating.rate_next, name="rate_next"),
     path("rate/<uuid:token>/", rating.rate_submit, name="rate_submit"),
     path("rate/<uuid:token>/skip/", rating.rate_skip, name="rate_skip"),
     path("rate/<uuid:token>/flag/", rating.rate_flag, name="rate_flag"),
@@ -30,6 +35,13 @@ urlpatterns = [
     path("manage/variants/new/", manage.variant_create, name="variant_create"),
     path("manage/campaigns/<int:campaign_id>/", manage.campaign_detail, name="campaign_detail"),
     path("manage/campaigns/<int:campaign_id>/settings/", manage.campaign_update, name="campaign_update"),
+    path("manage/campaigns/<int:campaign_id>/state/", manage.campaign_state, name="campaign_state"),
+    path("manage/campaigns/<int:campaign_id>/members/", manage.campaign_member_add, name="campaign_member_add"),
+    path(
+        "manage/campaigns/<int:campaign_id>/members/<int:member_id>/remove/",
+        manage.campaign_member_remove,
+        name="campaign_member_remove",
+    ),
     path("manage/campaigns/<int:campaign_id>/prompts/", manage.prompts_import, name="prompts_import"),
     path("manage/campaigns/<int:campaign_id>/generate/", manage.generation_queue, name="generation_queue"),
     path("manage/campaigns/<int:campaign_id>/generation/", manage.generation_jobs_live, name="generation_jobs_live"),

@@ -58,6 +58,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A database, cache or broker that cannot be reached makes a view fail: answer with the 503 page. Failures
+    # raised by the middleware above (a session saved on the way out) reach handler500, which does the same.
+    "evaluator.middleware.ServiceUnavailableMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -86,6 +89,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'prefloop.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        # A kept connection that the server dropped (a restart, a killed backend) is noticed and replaced when the
+        # next request starts, rather than failing that request.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -99,6 +105,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
     # plan than to run, are planned once per connection. Needs server-side parameters. Turn off behind a
     # transaction-mode pooler (PgBouncer before 1.21).
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # An unreachable server fails a request (a 503 page) and the readiness check within seconds, instead of
+    # holding every web thread until the server's own timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -109,7 +121,15 @@ CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL:
     if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not {CACHE_URL!r}")
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    # Bounded waits: with the cache server gone, a request becomes a 503 page in seconds, not a hung thread.
+    _CACHE_TIMEOUT = env_int("CACHE_SOCKET_TIMEOUT", 5, minimum=1)
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {"socket_connect_timeout": _CACHE_TIMEOUT, "socket_timeout": _CACHE_TIMEOUT},
+        }
+    }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -118,16 +138,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# django-axes refuses a username+IP pair for 15 minutes after 5 failed logins; it must come first.
+# django-axes refuses a username+IP pair for 15 minutes after 5 failed logins, and an IP address after 50 failed
+# logins across all usernames (one password sprayed over many accounts); it must come first. Failures count for
+# the cool-off period; evaluator.login_throttle gives the address its own, higher limit, since many annotators may
+# share one office address.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = 5
-AXES_COOLOFF_TIME = timedelta(minutes=15)
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "evaluator.login_throttle.PerAddressLimitHandler"
+AXES_FAILURE_LIMIT = env_int("PREFLOOP_LOGIN_FAILURES_PER_USER", 5, minimum=1)
+PREFLOOP_LOGIN_FAILURES_PER_IP = env_int("PREFLOOP_LOGIN_FAILURES_PER_IP", 50, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("PREFLOOP_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # one log line per lockout, not per login attempt
+# Behind reverse proxies, the client's address is the one the nearest of them saw: the entry that many places from
+# the right of X-Forwarded-For. 0 (the default) reads only the socket's address, as a header from a client that
+# reaches the app directly is anyone's to forge. PREFLOOP_TRUSTED_PROXY_IPS (addresses or networks) narrows it:
+# the header is read only on connections from those addresses.
+PREFLOOP_TRUSTED_PROXY_COUNT = env_int("PREFLOOP_TRUSTED_PROXY_COUNT", 0, minimum=0)
+PREFLOOP_TRUSTED_PROXY_IPS = env_list("PREFLOOP_TRUSTED_PROXY_IPS", [])
+AXES_CLIENT_IP_CALLABLE = "evaluator.login_throttle.client_ip_address"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -165,12 +197,12 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-SESSION_COOKIE_SECURE = PRODUCTION
-CSRF_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
-SECURE_HSTS_PRELOAD = PRODUCTION
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
 # django-csp: scripts only from our origin or carrying the per-request nonce; no inline styles anywhere.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
@@ -202,8 +234,16 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    # Redis: a training task may run for hours; redeliver only when its worker is really gone.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)}
+    # Redis: a training task may run for hours; redeliver only when its worker is really gone. A copy redelivered
+    # while its job runs is harmless (it waits on the live holder; docs/deployment.md, "Jobs that survive faults"),
+    # but the timeout must exceed PREFLOOP_JOB_HELD_COUNTDOWN. Unacknowledged messages past it are looked for every
+    # CELERY_UNACKED_RESTORE_SECONDS; connecting to a broker that is gone fails within 5 s.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600, minimum=1),
+        "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_SECONDS", 60, minimum=1),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 5,
+    }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -224,12 +264,20 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.build_statistics_snapshot": {"queue": CELERY_TASK_DEFAULT_QUEUE},
     "workers.tasks.generate_qa_pairs": {"queue": CELERY_GPU_QUEUE},
 }
-# A running job whose heartbeat is older than this, on a worker that is gone, is queued again by the reaper.
-PREFLOOP_JOB_STALE_SECONDS = env_int("PREFLOOP_JOB_STALE_SECONDS", 600, minimum=10)
+# Job recovery (evaluator/services/jobs.py): a running task beats its job's heartbeat this often; a job whose
+# heartbeat is older than PREFLOOP_JOB_STALE_SECONDS, on a worker that is gone, is queued again by the reaper, which
+# runs every PREFLOOP_REAPER_SECONDS (so a lost worker is noticed within stale + reaper seconds, under a minute),
+# and which sends again a queued job whose task reached the broker longer than PREFLOOP_JOB_RESEND_SECONDS ago (a
+# message lost with a broker restarted without persistence) or never did (the broker was down at the commit).
+# A delivery that finds its job held by a live worker looks again after PREFLOOP_JOB_HELD_COUNTDOWN seconds.
+PREFLOOP_JOB_HEARTBEAT_SECONDS = env_int("PREFLOOP_JOB_HEARTBEAT_SECONDS", 10, minimum=1)
+PREFLOOP_JOB_STALE_SECONDS = env_int("PREFLOOP_JOB_STALE_SECONDS", 30, minimum=2)
+PREFLOOP_JOB_RESEND_SECONDS = env_int("PREFLOOP_JOB_RESEND_SECONDS", 600, minimum=1)
+PREFLOOP_JOB_HELD_COUNTDOWN = env_int("PREFLOOP_JOB_HELD_COUNTDOWN", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "reap-lost-training-jobs": {
-        "task": "workers.tasks.reap_training_jobs",
-        "schedule": env_int("PREFLOOP_REAPER_SECONDS", 60, minimum=5),
+    "reap-lost-jobs": {
+        "task": "workers.tasks.reap_jobs",
+        "schedule": env_int("PREFLOOP_REAPER_SECONDS", 20, minimum=1),
     },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -258,13 +306,24 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("PREFLOOP_API_RATE", "600/minute")},
+    # Anonymous requests are throttled by the client's address, read as for logins. (DRF's default, None, would
+    # take X-Forwarded-For whole from anyone.)
+    "NUM_PROXIES": PREFLOOP_TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Prefloop API",
     "DESCRIPTION": "Statistics and exports of Prefloop campaigns, for researchers (token authentication).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps every endpoint and parameter: for the API's own users (researchers and admins), not the
+    # public. Token or session authentication, as for the API.
+    "SERVE_PERMISSIONS": ["evaluator.permissions.IsResearcher"],
 }
+
+# The 503 page's Retry-After, when a database, cache or broker cannot be reached.
+PREFLOOP_RETRY_AFTER_SECONDS = env_int("PREFLOOP_RETRY_AFTER_SECONDS", 30, minimum=1)
+# How long /readyz waits for each of the database, broker and cache.
+PREFLOOP_READINESS_TIMEOUT_SECONDS = env_int("PREFLOOP_READINESS_TIMEOUT_SECONDS", 2, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -9,3 +9,6 @@ urlpatterns = [
     path("api/", include("evaluator.api_urls")),
     path("", include("evaluator.urls")),
 ]
+
+# Unhandled errors: a 503 page when a database, cache or broker is unreachable, a styled 500 otherwise.
+handler500 = "evaluator.views.errors.server_error"

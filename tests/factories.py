@@ -22,8 +22,19 @@ def user(username: str, *roles: str) -> AbstractUser:
     return account
 
 
-def campaign(**fields: Any) -> Campaign:
-    return Campaign.objects.create(**{"name": f"Campaign {next(_counter)}", "overlap": 2, **fields})
+def campaign(*, members: tuple[str, ...] = ("annotator",), **fields: Any) -> Campaign:
+    """An active campaign, rated by everyone in the `members` groups (the annotator role by default), as every
+    campaign was before campaigns had a lifecycle and members; `state=…` and `members=()` say otherwise."""
+    from django.contrib.auth.models import Group
+
+    from evaluator.models import CampaignMember, CampaignState
+
+    made = Campaign.objects.create(
+        **{"name": f"Campaign {next(_counter)}", "overlap": 2, "state": CampaignState.ACTIVE, **fields}
+    )
+    for name in members:
+        CampaignMember.objects.create(campaign=made, group=Group.objects.get_or_create(name=name)[0])
+    return made
 
 
 def variant(**fields: Any) -> ModelVariant:

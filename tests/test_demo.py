@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.management.commands.seed_demo import demo_base_model
+from evaluator.management.commands.seed_demo import demo_base_choice, demo_base_model
 from tests.conftest import start_worker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +46,10 @@ def test_the_demo_seeds_and_generates_on_embedded_defaults_with_the_base_model_i
     assert sft in output
     again = manage("seed_demo", env=env)
     assert "Queued generation job" not in again and "Queued SFT job" not in again  # a second run adds nothing
+    # Each run records its choice of base model and why, for the demo's progress page.
+    with sqlite3.connect(tmp_path / "prefloop.sqlite3") as db:
+        choices = db.execute("SELECT status, base_model, reason FROM evaluator_demopreparation ORDER BY id").fetchall()
+    assert choices == [("succeeded", str(tiny_model_dir), "PREFLOOP_BASE_MODEL names it and it loads.")] * 2
 
     log = (tmp_path / "worker.log").open("wb")
     worker = start_worker(env, log)
@@ -105,7 +109,7 @@ def test_offline_the_demo_falls_back_to_the_shipped_smollm2_and_says_why() -> No
 def test_with_no_usable_fallback_the_demo_uses_the_tiny_model_and_says_so(tmp_path: Path, tiny_model_dir: Path) -> None:
     lines: list[str] = []
 
-    chosen = demo_base_model(
+    choice = demo_base_choice(
         wanted="prefloop-tests/no-such-model",
         fallbacks=(str(tmp_path / "absent.gguf"),),
         tiny_dir=tiny_model_dir,
@@ -114,6 +118,10 @@ def test_with_no_usable_fallback_the_demo_uses_the_tiny_model_and_says_so(tmp_pa
     )
 
     said = "\n".join(lines)
-    assert chosen == str(tiny_model_dir)
+    assert choice.model == str(tiny_model_dir)
+    # The reason the progress page shows names both refusals and what the tiny model is.
+    assert choice.reason.startswith("prefloop-tests/no-such-model cannot be loaded (")
+    assert f"{tmp_path / 'absent.gguf'} cannot be used either (" in choice.reason
+    assert choice.reason.endswith("The built-in tiny model runs every step of the loop, with short, rough answers.")
     assert f"NOTICE: '{tmp_path / 'absent.gguf'}' cannot be used either" in said and "no such file" in said
     assert "built-in tiny model" in said

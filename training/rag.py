@@ -16,10 +16,12 @@ Run:
     python -m training.rag build --docs docs/ notes.md manual.pdf --out var/rag/heritage \
         [--chunk-size 800] [--chunk-overlap 120] [--model all-MiniLM-L6-v2] [--batch-size 64]
     python -m training.rag query --index var/rag/heritage --k 3 "How humid may an archive store be?"
+    python -m training.rag extract --name manual.pdf [--max-pages 1000] [--max-chars 1000000] < manual.pdf
 
 `build` reads every .txt, .md, .markdown and .pdf file under the directories given (and the files given) and
-prints the index summary as JSON; `query` prints the passages as JSON, best first. Bad input exits with status 2
-and says what is wrong.
+prints the index summary as JSON; `query` prints the passages as JSON, best first; `extract` prints {"text"} or
+{"error"} for one document read from stdin (what `extract_text_isolated` runs in a child process, killed past its
+time cap). Bad input exits with status 2 and says what is wrong.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -131,25 +134,134 @@ class IndexInfo:
 # -- Documents ---------------------------------------------------------------------------------------------------
 
 
-def extract_text(name: str, data: bytes) -> str:
+@dataclass(frozen=True)
+class ExtractionLimits:
+    """Caps on reading one document, so that a small hostile file (a PDF whose 15 KB inflate to megabytes of page
+    content) costs bounded pages, characters, time and memory.
+
+    ``max_content_bytes`` caps a PDF's page content streams once decompressed, checked before any page is parsed:
+    the cheap refusal of a decompression bomb. ``max_seconds`` and ``max_memory_bytes`` hold only where the text is
+    extracted in a child process (``extract_text_isolated``).
+    """
+
+    max_pages: int = 1_000
+    max_chars: int = 1_000_000
+    max_content_bytes: int = 4_000_000
+    max_seconds: float = 60.0
+    max_memory_bytes: int = 2 * 1024**3
+
+    def __post_init__(self) -> None:
+        for field_name in ("max_pages", "max_chars", "max_content_bytes", "max_memory_bytes"):
+            check_int(field_name, getattr(self, field_name), minimum=1)
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
+
+
+DEFAULT_LIMITS = ExtractionLimits()
+
+
+def extract_text(name: str, data: bytes, *, limits: ExtractionLimits = DEFAULT_LIMITS) -> str:
     """The text of a .txt, .md, .markdown (UTF-8) or .pdf document, with line endings normalized to "\\n".
 
     Raises DocumentError naming `name` for an unsupported type, text that is not UTF-8 or is binary, a PDF that
-    cannot be read, and a document with no text.
+    cannot be read, a document with no text, and one past a cap of `limits` (pages, characters, decompressed page
+    content), naming the cap. Time and memory are capped only by `extract_text_isolated`.
     """
     suffix = Path(name).suffix.lower()
     if suffix in TEXT_SUFFIXES:
         text = _decode_text(name, data)
     elif suffix == ".pdf":
-        text = _pdf_text(name, data)
+        text = _pdf_text(name, data, limits)
     else:
         shown = f"type {suffix!r}" if suffix else "type (no file extension)"
         raise DocumentError(f"{name}: unsupported file {shown}; expected one of {', '.join(DOCUMENT_SUFFIXES)}")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) > limits.max_chars:
+        raise DocumentError(f"{name}: {len(text):,} characters of text, over the cap of {limits.max_chars:,}")
     if not text.strip():
         problem = "no extractable text (a scanned PDF needs OCR first)" if suffix == ".pdf" else "empty document"
         raise DocumentError(f"{name}: {problem}")
     return text
+
+
+def check_document_name(name: str) -> None:
+    """Raise DocumentError unless `name` has a suffix extract_text reads: checked at upload, before any reading."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in DOCUMENT_SUFFIXES:
+        shown = f"type {suffix!r}" if suffix else "type (no file extension)"
+        raise DocumentError(f"{name}: unsupported file {shown}; expected one of {', '.join(DOCUMENT_SUFFIXES)}")
+
+
+def extract_text_isolated(name: str, data: bytes, *, limits: ExtractionLimits = DEFAULT_LIMITS) -> str:
+    """extract_text in a child process (`python -m training.rag extract`) killed past ``limits.max_seconds`` and
+    held to ``limits.max_memory_bytes`` of address space: pypdf cannot be interrupted mid-page, and one page of a
+    crafted PDF can take minutes and gigabytes. A subprocess, not multiprocessing: Celery's pool processes are
+    daemonic and may not fork children of their own. Raises DocumentError naming the cap that was hit."""
+    command = [
+        sys.executable,
+        "-m",
+        "training.rag",
+        "extract",
+        "--name",
+        name,
+        "--max-pages",
+        str(limits.max_pages),
+        "--max-chars",
+        str(limits.max_chars),
+        "--max-content-bytes",
+        str(limits.max_content_bytes),
+        "--max-memory-bytes",
+        str(limits.max_memory_bytes),
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            input=data,
+            capture_output=True,
+            timeout=limits.max_seconds,
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DocumentError(
+            f"{name}: extracting its text took longer than the cap of {limits.max_seconds:g} seconds"
+        ) from None
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("text"), str) and done.returncode == 0:
+        return answer["text"]
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        raise DocumentError(answer["error"])
+    if done.returncode < 0:
+        cause = f"was killed by signal {-done.returncode}"
+    else:
+        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        cause = f"failed ({last[0]})"
+    raise DocumentError(f"{name}: the text extraction process {cause}")
+
+
+def _extract_command(args: argparse.Namespace) -> int:
+    """The child of extract_text_isolated: the document on stdin, {"text"} or {"error"} as JSON on stdout."""
+    import resource
+
+    limits = ExtractionLimits(
+        max_pages=args.max_pages,
+        max_chars=args.max_chars,
+        max_content_bytes=args.max_content_bytes,
+        max_memory_bytes=args.max_memory_bytes,
+    )
+    # Set here, in the child, rather than by a preexec_fn in the parent, which is unsafe in a threaded process.
+    resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory_bytes, limits.max_memory_bytes))
+    try:
+        answer = {"text": extract_text(args.name, sys.stdin.buffer.read(), limits=limits)}
+    except DocumentError as error:
+        answer = {"error": str(error)}
+    except MemoryError:
+        answer = {"error": f"{args.name}: extracting its text needed more memory than the cap allows"}
+    sys.stdout.write(json.dumps(answer, ensure_ascii=False))
+    return 0 if "text" in answer else 2
 
 
 def _decode_text(name: str, data: bytes) -> str:
@@ -163,20 +275,51 @@ def _decode_text(name: str, data: bytes) -> str:
     return text
 
 
-def _pdf_text(name: str, data: bytes) -> str:
+def _pdf_text(name: str, data: bytes, limits: ExtractionLimits) -> str:
     from pypdf import PdfReader
 
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError(f"{name}: the PDF is encrypted with a password")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        count = len(reader.pages)
+        if count > limits.max_pages:
+            raise DocumentError(f"{name}: {count:,} pages, over the cap of {limits.max_pages:,} pages")
+        content = 0
+        for number, page in enumerate(reader.pages, start=1):
+            # Inflating a stream is fast; parsing it into text operations is what a bomb makes slow. So every
+            # page's content is sized before the first is parsed.
+            content += _content_bytes(page)
+            if content > limits.max_content_bytes:
+                raise DocumentError(
+                    f"{name}: its page content decompresses to more than the cap of {limits.max_content_bytes:,} "
+                    f"bytes (by page {number})"
+                )
+        pages, chars = [], 0
+        for number, page in enumerate(reader.pages, start=1):
+            text = (page.extract_text() or "").strip()
+            chars += len(text)
+            if chars > limits.max_chars:
+                raise DocumentError(
+                    f"{name}: more than the cap of {limits.max_chars:,} characters of text (by page {number})"
+                )
+            pages.append(text)
     except DocumentError:
         raise
     # pypdf reports malformed files with its own errors and, for some damage, with plain Python ones.
     except Exception as error:
         raise DocumentError(f"{name}: unreadable PDF ({type(error).__name__}: {error})") from None
-    return "\n\n".join(page.strip() for page in pages if page.strip()).replace("\x00", "")
+    return "\n\n".join(page for page in pages if page).replace("\x00", "")
+
+
+def _content_bytes(page: Any) -> int:
+    """The decompressed size of a PDF page's content stream(s)."""
+    contents = page.get("/Contents")
+    if contents is None:
+        return 0
+    contents = contents.get_object()
+    streams = contents if isinstance(contents, list) else [contents]
+    return sum(len(stream.get_object().get_data()) for stream in streams)
 
 
 def read_documents(paths: Sequence[Path]) -> list[tuple[str, str]]:
@@ -595,7 +738,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--index", required=True, type=Path, help="index directory written by build")
     query.add_argument("--k", type=int, default=3, help="how many passages")
     query.add_argument("question")
+    extract = commands.add_parser("extract", help="print a document's text (read from stdin) as JSON, under caps")
+    extract.add_argument("--name", required=True, help="the document's file name; its suffix says its type")
+    extract.add_argument("--max-pages", type=int, default=DEFAULT_LIMITS.max_pages)
+    extract.add_argument("--max-chars", type=int, default=DEFAULT_LIMITS.max_chars)
+    extract.add_argument("--max-content-bytes", type=int, default=DEFAULT_LIMITS.max_content_bytes)
+    extract.add_argument("--max-memory-bytes", type=int, default=DEFAULT_LIMITS.max_memory_bytes)
     args = parser.parse_args(argv)
+    if args.command == "extract":
+        return _extract_command(args)
     try:
         if args.command == "build":
             check_chunking(size=args.chunk_size, overlap=args.chunk_overlap)

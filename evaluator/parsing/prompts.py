@@ -6,7 +6,9 @@ Nothing here touches the database: a file is parsed and checked whole before any
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from training.lines import split_lines
 
@@ -56,7 +58,7 @@ def _decode(data: bytes) -> str:
         raise PromptFileError(line, f"the file is not UTF-8 (byte {offset})") from None
 
 
-def _jsonl_rows(text: str):
+def _jsonl_rows(text: str) -> Iterator[tuple[int, PromptRow]]:
     for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
@@ -69,18 +71,53 @@ def _jsonl_rows(text: str):
         yield number, _row_from_mapping(number, record)
 
 
-def _csv_rows(text: str):
+def _csv_rows(text: str) -> Iterator[tuple[int, PromptRow]]:
+    """Rows of an RFC 4180 file, strictly: a quote left open, text after a closing quote, or a row whose field count
+    differs from the header's refuses the file, naming the line where that record starts. A lenient reader would
+    let an open quote swallow every following line into one field."""
     # newline="" leaves line ends to the csv module, as the csv docs require: quoted fields may hold line breaks,
     # and only "\r", "\n" and "\r\n" end a record (never U+2028, U+2029 or U+0085).
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header = _csv_record(reader, 1)
+    if header is None:
+        return
+    header = [name.strip() for name in header]
     missing = [field for field in REQUIRED if field not in header]
     if missing:
         raise PromptFileError(1, f"the header lacks column(s) {', '.join(missing)}")
-    for record in reader:
-        if None in record:
-            raise PromptFileError(reader.line_num, "more values than header columns")
-        yield reader.line_num, _row_from_mapping(reader.line_num, record)
+    while True:
+        start = reader.line_num + 1
+        values = _csv_record(reader, start)
+        if values is None:
+            return
+        if not values:  # a blank line
+            continue
+        if len(values) > len(header):
+            raise PromptFileError(start, "more values than header columns")
+        if len(values) < len(header):
+            raise PromptFileError(
+                start, f"{len(values)} value(s) where the header has {len(header)} columns ({', '.join(header)})"
+            )
+        yield start, _row_from_mapping(start, dict(zip(header, values, strict=True)))
+
+
+def _csv_record(reader: Any, start: int) -> list[str] | None:
+    """The next record, or None at the end; a malformed record raises PromptFileError naming the line it starts on."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as error:
+        if reader.line_num > start and "unexpected end of data" in str(error):
+            problem = (
+                f"a quoted field opened on this line is never closed (the quote runs to line {reader.line_num}, "
+                "the end of the file)"
+            )
+        elif "unexpected end of data" in str(error):
+            problem = "a quoted field is never closed"
+        else:
+            problem = f"malformed CSV ({error}); a field holding a quote must be quoted whole, its quotes doubled"
+        raise PromptFileError(start, problem) from None
 
 
 def _row_from_mapping(line: int, record: dict[str, object]) -> PromptRow:

@@ -15,6 +15,7 @@ from evaluator.models import (
     OVERALL,
     Assignment,
     Campaign,
+    CampaignMember,
     Candidate,
     Comparison,
     CriterionChoice,
@@ -27,7 +28,7 @@ from evaluator.models import (
     TrainingJob,
 )
 from evaluator.roles import ROLES
-from evaluator.selectors.rating import campaign_percent_done
+from evaluator.selectors.rating import campaign_percent_done, campaigns_servable
 from evaluator.stats import statistics as statistics_stats
 from evaluator.stats.quality import JUDGEMENT_COLUMNS, WARNING_LABELS, annotator_quality
 from evaluator.stats.statistics import VOTE_COLUMNS, CampaignStatistics, pairwise_table, prompt_majority
@@ -191,6 +192,38 @@ def annotator_campaign_progress(*, annotator: User, campaign: Campaign) -> dict[
     }
 
 
+def annotator_campaigns(*, annotator: User) -> list[dict[str, Any]]:
+    """The active campaigns `annotator` is assigned to, in the order the claim serves them, each with the
+    annotator's rated pairs there, their quota (None: no limit) and the campaign's share done (0–100): the rating
+    landing page. Two queries and one cached count per campaign."""
+    campaigns = list(campaigns_servable(annotator=annotator))
+    done = dict(
+        Assignment.objects.filter(
+            annotator=annotator, completed_at__isnull=False, comparison__campaign__in=[c.pk for c in campaigns]
+        )
+        .values_list("comparison__campaign")
+        .annotate(count=Count("pk"))
+    )
+    return [
+        {
+            "campaign": campaign,
+            "done": done.get(campaign.pk, 0),
+            "quota": campaign.quota_per_annotator,
+            "campaign_percent": campaign_percent_done(campaign=campaign),
+        }
+        for campaign in campaigns
+    ]
+
+
+def campaign_members(*, campaign: Campaign) -> QuerySet[CampaignMember]:
+    """The campaign's assigned groups, then users, each with who assigned it (one query)."""
+    return (
+        CampaignMember.objects.filter(campaign=campaign)
+        .select_related("user", "group", "added_by")
+        .order_by("group__name", "user__username", "pk")
+    )
+
+
 def generation_jobs_recent(*, campaign: Campaign) -> QuerySet[GenerationJob]:
     return GenerationJob.objects.filter(campaign=campaign).prefetch_related("variants")[:20]
 
@@ -241,6 +274,18 @@ def retrieved_passages(retrieved: Any) -> list[dict[str, Any]]:
         for row in rows
         if isinstance(row, dict) and row.get("text")
     ]
+
+
+def pair_passages(first: Candidate, second: Candidate) -> list[dict[str, str]]:
+    """The passages shown with a pair, for both answers at once: those either answer's model retrieved, each once
+    (document name and text only), sorted by document and text, so that neither their place nor their order tells
+    which answer, if either, was given them."""
+    seen = {
+        (passage["document"], passage["text"])
+        for candidate in (first, second)
+        for passage in retrieved_passages(candidate.retrieved)
+    }
+    return [{"document": document, "text": text} for document, text in sorted(seen)]
 
 
 def campaign_statistics(

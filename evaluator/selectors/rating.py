@@ -7,11 +7,14 @@ shared cache (CACHE_URL) every process sees that count; with the default per-pro
 may lag by the judgements of the last PROGRESS_SECONDS: fine for a progress line, which is all this is used for.
 """
 
+import re
 from contextlib import suppress
 
+from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from evaluator.models import Campaign, Comparison, Judgement
+from evaluator.models import Campaign, CampaignMember, CampaignState, Comparison, Judgement
 
 PROGRESS_SECONDS = 30
 
@@ -41,3 +44,40 @@ def campaign_judgement_counted(*, campaign: Campaign) -> None:
     """One more judgement in the campaign: the cached count follows at once (no-op when not cached)."""
     with suppress(ValueError):  # not cached: the next page counts afresh
         cache.incr(_keys(campaign)[0])
+
+
+def campaigns_servable(*, annotator: User) -> QuerySet[Campaign]:
+    """The active campaigns `annotator` is assigned to (by user or through one of their groups), in the order
+    the claim serves them: highest priority first, then oldest first. One query, or a subquery of another."""
+    return Campaign.objects.filter(Exists(_assigned(annotator)), state=CampaignState.ACTIVE).order_by(
+        "-priority", "created_at", "pk"
+    )
+
+
+def _assigned(annotator: User) -> QuerySet[CampaignMember]:
+    return CampaignMember.objects.filter(campaign=OuterRef("pk")).filter(Q(user=annotator) | Q(group__user=annotator))
+
+
+def campaign_is_servable(*, campaign_id: int, annotator: User) -> bool:
+    """Whether the campaign is active and `annotator` is assigned to it, read now (one query)."""
+    return campaigns_servable(annotator=annotator).filter(pk=campaign_id).exists()
+
+
+def campaign_state_for(*, campaign_id: int, annotator: User) -> tuple[str, bool]:
+    """The campaign's state and whether `annotator` is assigned to it, read together now (one query)."""
+    row = Campaign.objects.filter(pk=campaign_id).values_list("state", Exists(_assigned(annotator))).get()
+    return row[0], row[1]
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def answer_normalised(text: str) -> str:
+    """An answer's text with every run of whitespace made one space and none at either end: the form in which
+    two answers are compared for being identical."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def answers_identical(first: str, second: str) -> bool:
+    """Whether two answers read the same (equal after whitespace normalisation): such a pair is never served."""
+    return answer_normalised(first) == answer_normalised(second)

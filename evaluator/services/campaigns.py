@@ -1,11 +1,18 @@
-"""Campaigns: creation and the settings an admin may change."""
+"""Campaigns: creation, the settings an admin may change, the lifecycle and who may rate them."""
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
+
+from django.contrib.auth.models import Group, User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from evaluator.errors import ServiceError
 from evaluator.models import (
     Campaign,
+    CampaignMember,
+    CampaignState,
     Selection,
     default_criteria,
 )
@@ -26,9 +33,11 @@ def campaign_create(
     allow_both_bad: bool = False,
     show_reference: bool = False,
     show_retrieved: bool = False,
+    priority: int = 0,
     criteria: Sequence[Mapping[str, str]] | None = None,
 ) -> Campaign:
-    """A new campaign; `criteria` is its rubric ({slug, label, definition} each), the five defaults when None."""
+    """A new campaign, a draft with no members; `criteria` is its rubric ({slug, label, definition} each), the
+    five defaults when None. Nothing is served until annotators are assigned and the campaign is activated."""
     if Campaign.objects.filter(name=name).exists():
         raise ServiceError(f"A campaign named {name!r} already exists.")
     rubric = default_criteria() if criteria is None else [dict(criterion) for criterion in criteria]
@@ -47,6 +56,8 @@ def campaign_create(
         allow_both_bad=allow_both_bad,
         show_reference=show_reference,
         show_retrieved=show_retrieved,
+        priority=priority,
+        state=CampaignState.DRAFT,
     )
 
 
@@ -62,6 +73,7 @@ CAMPAIGN_SETTINGS = (
     "allow_both_bad",
     "show_reference",
     "show_retrieved",
+    "priority",
 )
 
 
@@ -79,3 +91,69 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
     if changed:
         campaign.save(update_fields=changed)
     return campaign
+
+
+# Lifecycle -------------------------------------------------------------------------------------------------
+
+# Which states each state may move to: draft → active ⇄ paused → closed; a draft may also be closed unused.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    CampaignState.DRAFT: (CampaignState.ACTIVE, CampaignState.CLOSED),
+    CampaignState.ACTIVE: (CampaignState.PAUSED, CampaignState.CLOSED),
+    CampaignState.PAUSED: (CampaignState.ACTIVE, CampaignState.CLOSED),
+    CampaignState.CLOSED: (),
+}
+STATE_VERBS = {
+    CampaignState.ACTIVE: "activated",
+    CampaignState.PAUSED: "paused",
+    CampaignState.CLOSED: "closed",
+    CampaignState.DRAFT: "made a draft again",
+}
+
+
+def campaign_state_change(*, campaign: Campaign, state: str, now: datetime | None = None) -> Campaign:
+    """Move the campaign to `state` along TRANSITIONS, by a conditional update whose row count is checked.
+
+    Open leases are left as they are: the claim never serves a pair of a campaign that is not active, and
+    judgement_submit refuses a judgement for one, so a lease open when the campaign is paused or closed simply
+    expires (or counts again if the campaign is resumed before it does).
+    """
+    if state not in CampaignState.values:
+        raise ServiceError(f"Unknown campaign state {state!r}; one of {', '.join(CampaignState.values)}.")
+    sources = [source for source, targets in TRANSITIONS.items() if state in targets]
+    now = now or timezone.now()
+    updated = Campaign.objects.filter(pk=campaign.pk, state__in=sources).update(state=state, state_changed_at=now)
+    if updated != 1:
+        current = Campaign.objects.filter(pk=campaign.pk).values_list("state", flat=True).first()
+        if current is None:
+            raise ServiceError("This campaign no longer exists.")
+        raise ServiceError(
+            f"“{campaign.name}” is {CampaignState(current).in_words}, so it cannot be "
+            f"{STATE_VERBS[CampaignState(state)]}."
+        )
+    campaign.state, campaign.state_changed_at = state, now
+    return campaign
+
+
+# Members ---------------------------------------------------------------------------------------------------
+
+
+def campaign_member_add(
+    *, campaign: Campaign, user: User | None = None, group: Group | None = None, added_by: User | None = None
+) -> CampaignMember:
+    """Assign one user or one group to the campaign; assigning one already assigned is refused by name."""
+    if (user is None) == (group is None):
+        raise ServiceError("Assign either one user or one group.")
+    what = f"“{user.username}”" if user is not None else f"group “{group.name}”"  # type: ignore[union-attr]
+    try:
+        with transaction.atomic():
+            return CampaignMember.objects.create(campaign=campaign, user=user, group=group, added_by=added_by)
+    except IntegrityError:
+        # The unique constraints on (campaign, user) and (campaign, group): a double post or two admins at once.
+        raise ServiceError(f"{what} is already assigned to “{campaign.name}”.") from None
+
+
+def campaign_member_remove(*, campaign: Campaign, member_id: int) -> None:
+    """Unassign a member; their open leases are not served any more and their submissions are refused."""
+    deleted, _ = CampaignMember.objects.filter(campaign=campaign, pk=member_id).delete()
+    if not deleted:
+        raise ServiceError("That member is no longer assigned to this campaign.")

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 
+from evaluator.batching import WRITE_BATCH, batched
 from evaluator.errors import JobNotReady, ServiceError
 from evaluator.models import (
     Campaign,
@@ -26,7 +27,16 @@ from evaluator.models import (
     Prompt,
     TrainingJob,
 )
-from evaluator.services.jobs import job_finish, job_progress, job_start
+from evaluator.selectors.rating import answers_identical
+from evaluator.services.jobs import (
+    JobLost,
+    db_retrying,
+    job_claim,
+    job_finish,
+    job_progress,
+    job_send_on_commit,
+    job_start,
+)
 from training.generation.settings import SAMPLES_PER_PROMPT_LIMIT, GenerationSettings
 from workers.tasks import generate_candidates as generate_candidates_task
 
@@ -75,8 +85,13 @@ def generation_job_queue(
             total=prompt_count * sum(samples.values()),
         )
         job.variants.set(distinct.values())
-        job.prompts.set(prompts)
-        generate_candidates_task.delay_on_commit(job.pk)
+        # A new job has no prompts yet: inserted directly, a batch at a time, because `set` would first look the
+        # prompts up in one `IN` list, past the database's parameter limit for a campaign-sized list.
+        through = GenerationJob.prompts.through
+        through.objects.bulk_create(
+            (through(generationjob_id=job.pk, prompt_id=prompt.pk) for prompt in prompts), batch_size=WRITE_BATCH
+        )
+        job_send_on_commit(task=generate_candidates_task, job=job)
     return job
 
 
@@ -125,7 +140,10 @@ def _generate_for_group(
     """Answer what is missing of variants sharing a base: one loaded base, one call into training a chunk."""
     from training.generation import AnswerRequest, open_generator
 
-    missing = {variant.pk: _missing_samples(variant, prompts, samples[variant.pk]) for variant in variants}
+    missing = {
+        variant.pk: missing_samples(variant=variant, prompts=prompts, samples=samples[variant.pk])
+        for variant in variants
+    }
     variants = [variant for variant in variants if missing[variant.pk]]
     if not variants:
         return
@@ -185,8 +203,14 @@ def candidate_seed(prompt: Prompt, variant: ModelVariant, sample: int) -> int:
     return (prompt.pk * 1_000_003 + variant.pk * 7_919) * SAMPLES_PER_PROMPT_LIMIT + sample
 
 
-def _missing_samples(variant: ModelVariant, prompts: list[Prompt], samples: int) -> list[tuple[Prompt, int]]:
-    have = set(variant.candidates.filter(prompt__in=prompts).values_list("prompt_id", "sample_index"))
+def missing_samples(*, variant: ModelVariant, prompts: Sequence[Prompt], samples: int) -> list[tuple[Prompt, int]]:
+    """The (prompt, sample index) answers of `variant` to `prompts` not stored yet, `samples` a prompt."""
+    # A batch of prompts a query: a campaign may hold more prompts than one statement can bind.
+    have = {
+        key
+        for prompt_ids in batched(prompt.pk for prompt in prompts)
+        for key in variant.candidates.filter(prompt_id__in=prompt_ids).values_list("prompt_id", "sample_index")
+    }
     return [(prompt, sample) for prompt in prompts for sample in range(samples) if (prompt.pk, sample) not in have]
 
 
@@ -223,9 +247,17 @@ def candidates_store(*, job: GenerationJob, variant: ModelVariant, generated: It
         )
         for item in generated
     ]
-    with transaction.atomic():
-        Candidate.objects.bulk_create(rows, ignore_conflicts=True)
-        job_progress(model=GenerationJob, job_id=job.pk, done=_candidate_count(job))
+
+    def store() -> None:
+        with transaction.atomic():
+            Candidate.objects.bulk_create(rows, ignore_conflicts=True)
+            progressed = job_progress(model=GenerationJob, job_id=job.pk, done=_candidate_count(job))
+            if not progressed and job_claim(model=GenerationJob, job_id=job.pk) is not None:
+                # Another run holds the job now (this one was taken for lost): leave the rest to it.
+                raise JobLost(GenerationJob, job.pk)
+
+    # A dropped database connection costs the chunk's transaction a retry, not the job.
+    db_retrying(store, what="storing answers")
     return len(rows)
 
 
@@ -259,7 +291,9 @@ def comparisons_create(*, campaign: Campaign, samples: Mapping[int, int]) -> int
     idempotent.
 
     Sample i meets sample i. A variant with fewer samples than the other wraps round (sample i mod its count), so
-    that every answer is rated: three sampled answers against one greedy answer make three comparisons.
+    that every answer is rated: three sampled answers against one greedy answer make three comparisons. Two
+    answers that read the same (equal after whitespace normalisation) are not paired: there is nothing to prefer,
+    and the pair is left out rather than recorded as a tie (README, "Blind rating").
     """
     by_key = {
         (candidate.prompt_id, candidate.variant_id, candidate.sample_index): candidate
@@ -273,7 +307,7 @@ def comparisons_create(*, campaign: Campaign, samples: Mapping[int, int]) -> int
             for sample in range(max(samples[variant_a], samples[variant_b])):
                 first = by_key.get((prompt_id, variant_a, sample % samples[variant_a]))
                 second = by_key.get((prompt_id, variant_b, sample % samples[variant_b]))
-                if not (first and second):
+                if not (first and second) or answers_identical(first.text, second.text):
                     continue
                 new.append(
                     Comparison(
@@ -286,12 +320,17 @@ def comparisons_create(*, campaign: Campaign, samples: Mapping[int, int]) -> int
                     )
                 )
     before = Comparison.objects.filter(campaign=campaign).count()
-    Comparison.objects.bulk_create(new, ignore_conflicts=True)
+    Comparison.objects.bulk_create(new, ignore_conflicts=True, batch_size=WRITE_BATCH)
     return Comparison.objects.filter(campaign=campaign).count() - before
 
 
 def generation_job_finish(*, job_id: int) -> bool:
-    """Pair the job's answers into comparisons and mark it succeeded; False when it was no longer running."""
+    """Pair the job's answers into comparisons and mark it succeeded; False when this run no longer held it (its
+    count of new comparisons is then never written over the holder's)."""
+    if job_claim(model=GenerationJob, job_id=job_id) is not None and not job_progress(
+        model=GenerationJob, job_id=job_id
+    ):
+        return False
     job = GenerationJob.objects.select_related("campaign").get(pk=job_id)
     created = comparisons_create(campaign=job.campaign, samples=generation_job_samples(job=job))
     return job_finish(model=GenerationJob, job_id=job_id, comparisons_created=created, done=_candidate_count(job))

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from evaluator.batching import WRITE_BATCH, batched
 from evaluator.errors import ServiceError
 from evaluator.models import (
     Assignment,
@@ -41,18 +42,27 @@ def prompts_import(*, campaign: Campaign, file_name: str, data: bytes) -> int:
 def prompts_store(*, campaign: Campaign, rows: Sequence[PromptRow]) -> int:
     """Add validated prompt rows to a campaign, all or none: an external id the campaign has already refuses
     them all (ServiceError naming it)."""
-    taken = set(
-        Prompt.objects.filter(campaign=campaign, external_id__in=[row.external_id for row in rows]).values_list(
+    taken = {
+        external_id
+        for ids in batched(row.external_id for row in rows)
+        for external_id in Prompt.objects.filter(campaign=campaign, external_id__in=ids).values_list(
             "external_id", flat=True
         )
-    )
+    }
     if taken:
         raise ServiceError(f"The campaign already has prompt id(s): {', '.join(sorted(taken)[:10])}.")
     Prompt.objects.bulk_create(
-        Prompt(
-            campaign=campaign, external_id=row.external_id, text=row.text, reference=row.reference, context=row.context
-        )
-        for row in rows
+        (
+            Prompt(
+                campaign=campaign,
+                external_id=row.external_id,
+                text=row.text,
+                reference=row.reference,
+                context=row.context,
+            )
+            for row in rows
+        ),
+        batch_size=WRITE_BATCH,
     )
     return len(rows)
 
@@ -102,8 +112,10 @@ def _write(campaign: Campaign, rows: list[ImportedJudgement], now: datetime, sum
     _refuse_repeats(planned)
     _judgements_write(planned, now)
     summary.criteria = {slug for row in rows for slug in row.outcomes}
-    # The rows above bypassed the assignment engine: bring its ranking columns up to date.
-    comparison_counters_refresh(comparison_ids=[comparison.pk for _, comparison, _, _ in planned], now=now)
+    # The rows above bypassed the assignment engine: bring its ranking columns up to date, a batch of
+    # comparisons at a time (the refresh looks them up by id).
+    for ids in batched(dict.fromkeys(comparison.pk for _, comparison, _, _ in planned)):
+        comparison_counters_refresh(comparison_ids=ids, now=now)
 
 
 def _place(row: ImportedJudgement, prompt: Prompt, variants: dict[str, ModelVariant]) -> Placed:
@@ -119,8 +131,10 @@ def _candidates_write(
     """Every answer of the file as a candidate by (prompt, variant, text): the stored one, or a new one whose
     sample index follows the variant's answers to that prompt."""
     candidates: dict[tuple[int, int, str], Candidate] = {}
-    for candidate in Candidate.objects.filter(prompt__in=prompts.values(), variant__in=variants.values()):
-        candidates.setdefault((candidate.prompt_id, candidate.variant_id, candidate.text), candidate)
+    variant_ids = [variant.pk for variant in variants.values()]
+    for prompt_ids in batched(prompt.pk for prompt in prompts.values()):
+        for candidate in Candidate.objects.filter(prompt_id__in=prompt_ids, variant_id__in=variant_ids):
+            candidates.setdefault((candidate.prompt_id, candidate.variant_id, candidate.text), candidate)
     next_sample: dict[tuple[int, int], int] = {}
     for candidate in candidates.values():
         pair = (candidate.prompt_id, candidate.variant_id)
@@ -145,7 +159,7 @@ def _candidates_write(
                 latency_ms=0,
             )
             new_candidates.append(candidates[key])
-    Candidate.objects.bulk_create(new_candidates)
+    Candidate.objects.bulk_create(new_candidates, batch_size=WRITE_BATCH)
     return candidates
 
 
@@ -159,7 +173,8 @@ def _comparisons_write(
     """The comparison of every pair of answers by (candidate a, candidate b): the stored one, or a new one."""
     comparisons = {
         (c.candidate_a_id, c.candidate_b_id): c
-        for c in Comparison.objects.filter(campaign=campaign, prompt__in=prompts.values())
+        for prompt_ids in batched(prompt.pk for prompt in prompts.values())
+        for c in Comparison.objects.filter(campaign=campaign, prompt_id__in=prompt_ids)
     }
     new_comparisons = []
     for _, prompt, side_a, side_b, _ in placed:
@@ -177,7 +192,7 @@ def _comparisons_write(
         )
         comparisons[(cand_a.pk, cand_b.pk)] = comparison
         new_comparisons.append(comparison)
-    Comparison.objects.bulk_create(new_comparisons)
+    Comparison.objects.bulk_create(new_comparisons, batch_size=WRITE_BATCH)
     summary.comparisons_created = len(new_comparisons)
     return comparisons
 
@@ -185,23 +200,32 @@ def _comparisons_write(
 def _judgements_write(planned: list[tuple[ImportedJudgement, Comparison, Any, bool]], now: datetime) -> None:
     """A completed assignment, its judgement and a choice per criterion for every planned row."""
     assignments = Assignment.objects.bulk_create(
-        Assignment(
-            comparison=comparison,
-            annotator=user,
-            left_is_a=_left_is_a(row.shown_left, flipped),
-            lease_expires_at=now,
-            completed_at=now,
-        )
-        for row, comparison, user, flipped in planned
+        (
+            Assignment(
+                comparison=comparison,
+                annotator=user,
+                left_is_a=_left_is_a(row.shown_left, flipped),
+                lease_expires_at=now,
+                completed_at=now,
+            )
+            for row, comparison, user, flipped in planned
+        ),
+        batch_size=WRITE_BATCH,
     )
     judgements = Judgement.objects.bulk_create(
-        Judgement(assignment=assignment, comparison=comparison, annotator=user, time_on_task_ms=row.time_ms)
-        for assignment, (row, comparison, user, _) in zip(assignments, planned, strict=True)
+        (
+            Judgement(assignment=assignment, comparison=comparison, annotator=user, time_on_task_ms=row.time_ms)
+            for assignment, (row, comparison, user, _) in zip(assignments, planned, strict=True)
+        ),
+        batch_size=WRITE_BATCH,
     )
     CriterionChoice.objects.bulk_create(
-        CriterionChoice(judgement=judgement, criterion=slug, outcome=_flip(outcome) if flipped else outcome)
-        for judgement, (row, _, _, flipped) in zip(judgements, planned, strict=True)
-        for slug, outcome in row.outcomes.items()
+        (
+            CriterionChoice(judgement=judgement, criterion=slug, outcome=_flip(outcome) if flipped else outcome)
+            for judgement, (row, _, _, flipped) in zip(judgements, planned, strict=True)
+            for slug, outcome in row.outcomes.items()
+        ),
+        batch_size=WRITE_BATCH,
     )
 
 
@@ -219,7 +243,9 @@ def _left_is_a(shown_left: str | None, flipped: bool) -> bool:
 
 def _variants(rows: list[ImportedJudgement], summary: ImportSummary) -> dict[str, ModelVariant]:
     names = sorted({name for row in rows for name in (row.model_a, row.model_b)})
-    variants = {variant.name: variant for variant in ModelVariant.objects.filter(name__in=names)}
+    variants = {
+        variant.name: variant for batch in batched(names) for variant in ModelVariant.objects.filter(name__in=batch)
+    }
     # Created in first-appearance order so that ids, and with them the canonical sides, are predictable.
     order = list(dict.fromkeys(name for row in rows for name in (row.model_a, row.model_b)))
     new = [
@@ -227,7 +253,7 @@ def _variants(rows: list[ImportedJudgement], summary: ImportSummary) -> dict[str
         for name in order
         if name not in variants
     ]
-    for variant in ModelVariant.objects.bulk_create(new):
+    for variant in ModelVariant.objects.bulk_create(new, batch_size=WRITE_BATCH):
         variants[variant.name] = variant
     summary.variants_created = len(new)
     return variants
@@ -236,13 +262,15 @@ def _variants(rows: list[ImportedJudgement], summary: ImportSummary) -> dict[str
 def _prompts(campaign: Campaign, rows: list[ImportedJudgement], summary: ImportSummary) -> dict[str, Prompt]:
     prompts = {
         prompt.external_id: prompt
-        for prompt in Prompt.objects.filter(campaign=campaign, external_id__in={row.prompt_id for row in rows})
+        for ids in batched(dict.fromkeys(row.prompt_id for row in rows))
+        for prompt in Prompt.objects.filter(campaign=campaign, external_id__in=ids)
     }
     new: dict[str, Prompt] = {}
     for row in rows:  # the first line naming a new prompt gives its text
         if row.prompt_id not in prompts and row.prompt_id not in new:
             new[row.prompt_id] = Prompt(campaign=campaign, external_id=row.prompt_id, text=row.prompt)
-    prompts.update((prompt.external_id, prompt) for prompt in Prompt.objects.bulk_create(new.values()))
+    created = Prompt.objects.bulk_create(new.values(), batch_size=WRITE_BATCH)
+    prompts.update((prompt.external_id, prompt) for prompt in created)
     summary.prompts_created = len(new)
     return prompts
 
@@ -250,7 +278,7 @@ def _prompts(campaign: Campaign, rows: list[ImportedJudgement], summary: ImportS
 def _annotators(rows: list[ImportedJudgement], summary: ImportSummary) -> dict[str, Any]:
     model = get_user_model()
     names = list(dict.fromkeys(row.annotator for row in rows))
-    users = {user.get_username(): user for user in model.objects.filter(username__in=names)}
+    users = {user.get_username(): user for batch in batched(names) for user in model.objects.filter(username__in=batch)}
     group = role_groups_ensure()[ANNOTATOR]
     for name in names:
         if name not in users:
@@ -264,10 +292,12 @@ def _annotators(rows: list[ImportedJudgement], summary: ImportSummary) -> dict[s
 
 
 def _refuse_repeats(planned: list[tuple[ImportedJudgement, Comparison, Any, bool]]) -> None:
-    comparison_ids = {comparison.pk for _, comparison, _, _ in planned}
-    taken = set(
-        Assignment.objects.filter(comparison_id__in=comparison_ids).values_list("comparison_id", "annotator_id")
-    )
+    comparison_ids = dict.fromkeys(comparison.pk for _, comparison, _, _ in planned)
+    taken = {
+        pair
+        for ids in batched(comparison_ids)
+        for pair in Assignment.objects.filter(comparison_id__in=ids).values_list("comparison_id", "annotator_id")
+    }
     for row, comparison, user, _ in planned:
         if (comparison.pk, user.pk) in taken:
             raise JudgementFileError(

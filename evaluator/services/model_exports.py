@@ -8,7 +8,7 @@ from django.db import transaction
 
 from evaluator.errors import ServiceError
 from evaluator.models import ModelExport, ModelVariant
-from evaluator.services.jobs import job_finish, job_start
+from evaluator.services.jobs import job_finish, job_send_on_commit, job_start
 from workers.tasks import export_model as export_model_task
 
 # What each kind may be written as (ModelExport's modelexport_outtype_fits_kind constraint says the same).
@@ -35,7 +35,7 @@ def model_export_queue(*, variant: ModelVariant, kind: str, outtype: str = "") -
         raise ServiceError(f"A “{label}” export is written as one of {choices}, not {outtype or 'nothing'}.")
     with transaction.atomic():
         export = ModelExport.objects.create(variant=variant, kind=kind, outtype=outtype)
-        export_model_task.delay_on_commit(export.pk)
+        job_send_on_commit(task=export_model_task, job=export)
     return export
 
 

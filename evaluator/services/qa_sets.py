@@ -16,7 +16,7 @@ from evaluator.errors import ServiceError
 from evaluator.models import Campaign, DocumentCollection, JobStatus, ModelVariant, Prompt, QAPair, QASet
 from evaluator.parsing.prompts import MAX_PROMPT_CHARS, PromptRow
 from evaluator.services.imports import prompts_store
-from evaluator.services.jobs import job_finish, job_progress, job_start
+from evaluator.services.jobs import job_finish, job_progress, job_send_on_commit, job_start
 from workers.tasks import generate_qa_pairs as generate_qa_pairs_task
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def qa_set_queue(
         qa_set = QASet.objects.create(
             collection=collection, variant=variant, pairs_per_chunk=pairs_per_chunk, created_by=created_by
         )
-        generate_qa_pairs_task.delay_on_commit(qa_set.pk)
+        job_send_on_commit(task=generate_qa_pairs_task, job=qa_set)
     return qa_set
 
 

@@ -13,6 +13,14 @@ Invariants, and what holds each:
   so a double submit of one token waits for the first and returns its judgement.
 - A per-annotator quota per campaign and "one open lease at a time": every claim first locks the annotator's
   user row, so one annotator's claims (two tabs, a double click) run one after the other.
+- Only an *active* campaign the annotator is assigned to (``CampaignMember``, by user or group) is served, in
+  priority order (``selectors.rating.campaigns_servable``): the open lease, the campaign list and every claim are
+  read through it. A judgement is stored only while its campaign is active and the annotator still assigned,
+  checked in the submitting transaction; a lease open when its campaign is paused or closed is refused on
+  submission (nothing is stored) and simply expires. A claim that races a pause commits before it in effect:
+  its lease exists but can never be submitted while the campaign is paused.
+- A pair whose two answers read the same (``selectors.rating.answers_identical``) is never served: pairing does
+  not create one (evaluator/services/generation.py) and the claim passes over one made before that rule.
 
 Candidates come from indexed range scans over denormalised columns of Comparison (``live_assignments``,
 ``judgement_count``, ``vote_margin``, ``rank_key``; partial indexes split gold from ordinary items), never from
@@ -49,13 +57,19 @@ from evaluator.models import (
     AnswerFlag,
     Assignment,
     Campaign,
+    CampaignState,
     Comparison,
     CriterionChoice,
     Judgement,
     Outcome,
     Selection,
 )
-from evaluator.selectors.rating import campaign_judgement_counted
+from evaluator.selectors.rating import (
+    answers_identical,
+    campaign_judgement_counted,
+    campaign_state_for,
+    campaigns_servable,
+)
 
 SIDES = ("left", "right", "tie")
 # "Both bad" is stored as a tie with CriterionChoice.both_bad set; only offered where the campaign allows it.
@@ -67,37 +81,59 @@ CLAIM_ATTEMPTS = 5
 # Claiming --------------------------------------------------------------------------------------------------
 
 
-def assignment_next(*, annotator: User, now: datetime | None = None) -> Assignment | None:
+def assignment_next(
+    *, annotator: User, campaign: Campaign | None = None, now: datetime | None = None
+) -> Assignment | None:
     """The annotator's open assignment, or a newly claimed comparison that still needs judgements.
 
-    Campaigns are served oldest first; within one, gold items are drawn at the campaign's ``gold_rate`` and the
-    rest follow its ``selection``. None when nothing is left for this annotator (all done, or quota reached).
+    Only active campaigns the annotator is assigned to are served: `campaign` alone when given (the one the
+    annotator picked; ServiceError when it is not active or not theirs), else each in turn, highest priority first
+    and then oldest first. Within one, gold items are drawn at the campaign's ``gold_rate`` and the rest follow its
+    ``selection``. An open lease in a served campaign comes first, whichever campaign was picked (one open lease
+    at a time). None when nothing is left for this annotator (all done, or quota reached).
     """
     now = now or timezone.now()
     # One transaction for the whole claim (each BEGIN/COMMIT is a round trip on the hottest path of the app).
     with transaction.atomic():
         # One annotator's claims run one at a time: the quota and "one open lease" checks below stay true.
         get_user_model().objects.select_for_update(no_key=True).filter(pk=annotator.pk).exists()
-        current = _open_assignment(annotator, now)
+        servable = campaigns_servable(annotator=annotator)
+        current = _open_assignment(annotator, now, servable)
         if current:
             return current
+        if campaign is not None:
+            servable = servable.filter(pk=campaign.pk)
+            if not servable.exists():
+                raise ServiceError(_not_served(campaign))
         _leases_release(now, settings.PREFLOOP_LEASE_RELEASE_BATCH)
-        for campaign in Campaign.objects.order_by("created_at", "pk"):
-            quota = campaign.quota_per_annotator
-            if quota is not None and _quota_used(campaign, annotator, now) >= quota:
+        for served in servable:
+            quota = served.quota_per_annotator
+            if quota is not None and _quota_used(served, annotator, now) >= quota:
                 continue
-            claimed = _claim_in_campaign(campaign, annotator, now)
+            claimed = _claim_in_campaign(served, annotator, now)
             if claimed:
                 return claimed
     return None
 
 
-def _open_assignment(annotator: User, now: datetime) -> Assignment | None:
+def _not_served(campaign: Campaign) -> str:
+    state = Campaign.objects.filter(pk=campaign.pk).values_list("state", flat=True).first()
+    if state is not None and state != CampaignState.ACTIVE:
+        return f"“{campaign.name}” is {CampaignState(state).in_words}: no pairs are served from it."
+    return f"You are not assigned to “{campaign.name}”."
+
+
+def _open_assignment(annotator: User, now: datetime, servable: QuerySet[Campaign]) -> Assignment | None:
     # Its id first: usually there is none (the last pair was just submitted), and the five-table select that the
-    # pair page needs costs more to build than to run.
+    # pair page needs costs more to build than to run. A lease in a campaign no longer served (paused, closed,
+    # unassigned) is passed over; it expires on its own.
     open_id = (
         Assignment.objects.filter(
-            annotator=annotator, completed_at__isnull=True, released=False, lease_expires_at__gt=now
+            annotator=annotator,
+            completed_at__isnull=True,
+            released=False,
+            lease_expires_at__gt=now,
+            comparison__campaign__in=servable.values("pk"),
         )
         .order_by("created_at")
         .values_list("pk", flat=True)
@@ -199,6 +235,11 @@ def _claim_first_free(
         if live >= campaign.overlap:
             Comparison.objects.filter(pk=pk).update(live_assignments=live)  # a stale counter, put right
             continue
+        # What the pair page shows, in one query rather than one per relation; read before claiming, so that a
+        # pair of identical answers (one paired before they were left out, or imported) is passed over.
+        comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(pk=pk)
+        if answers_identical(comparison.candidate_a.text, comparison.candidate_b.text):
+            continue
         assignment = Assignment.objects.create(
             comparison_id=pk,
             annotator=annotator,
@@ -206,8 +247,8 @@ def _claim_first_free(
             lease_expires_at=now + timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES),
         )
         Comparison.objects.filter(pk=pk).update(live_assignments=live + 1)
-        # What the pair page shows, in one query rather than one per relation.
-        assignment.comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(pk=pk)
+        comparison.live_assignments = live + 1
+        assignment.comparison = comparison
         assignment.comparison.campaign = campaign
         return assignment, 0
     return None, len(candidate_ids) - len(locked)
@@ -292,6 +333,7 @@ def judgement_submit(
         if assignment.skipped_at is not None:
             raise ServiceError("You skipped this pair, so it can no longer be rated.")
         campaign = assignment.comparison.campaign
+        _check_still_served(campaign, annotator)
         _check_choices(choices, campaign.criterion_slugs, allow_both_bad=campaign.allow_both_bad)
         if assignment.lease_expires_at <= now:
             _check_room_after_expiry(assignment, now)
@@ -317,6 +359,21 @@ def judgement_submit(
         _comparison_refresh(assignment.comparison_id, now)
     campaign_judgement_counted(campaign=campaign)
     return judgement
+
+
+def _check_still_served(campaign: Campaign, annotator: User) -> None:
+    """A judgement counts only while its campaign is active and the annotator assigned to it (read together in the
+    submitting transaction: a pause, close or unassignment that committed before it refuses it; nothing is stored)."""
+    state, assigned = campaign_state_for(campaign_id=campaign.pk, annotator=annotator)
+    if state != CampaignState.ACTIVE:
+        raise ServiceError(
+            f"“{campaign.name}” was {CampaignState(state).in_words} while you rated this pair, so your choices were "
+            "not stored."
+        )
+    if not assigned:
+        raise ServiceError(
+            f"You are no longer assigned to “{campaign.name}”, so your choices for this pair were not stored."
+        )
 
 
 def _check_choices(choices: Mapping[str, str], slugs: list[str], *, allow_both_bad: bool = False) -> None:

@@ -1,6 +1,6 @@
 """A scripted annotator: documented, deterministic preference rules and a pass that rates through the real engine.
 
-`oracle_preference` applies one of two rules (RULES), the "repetition" rule by default:
+`oracle_preference` applies one of three rules (RULES), the "repetition" rule by default:
 
 - **repetition** (DEFAULT_RULE), a rule one DPO round can teach even a tiny model on prompts it never saw:
 
@@ -21,6 +21,11 @@
      "digitise" all mention "digitise", and "archive" mentions "archives".
   3. The answer that mentions the key term wins. When both or neither do, the finished sentence decides as in
      the repetition rule's step 2; else it is a tie.
+
+- **complete**, a formatting-quality rule for real instruct models, whose answers are sensible but often run past
+  the reply budget (max_new_tokens) and are cut off mid-sentence: the answer that ends as a finished sentence
+  wins over one that was cut off; when both or neither are finished, it is a tie. (A tie-break on repeated words
+  was tried and dropped: between two sensible answers of a real model it is noise, and it drowned the signal.)
 
 `oracle_reason` says which step decided ("repeated words", "key term", "finished sentence" or "tie"). The same
 choice is given for every criterion of the campaign and for overall. `simulated_round_rate` makes scripted
@@ -60,8 +65,15 @@ STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 MIN_WORD_LENGTH = 3
 SENTENCE_ENDS = (".", "!", "?")
 SKIP_REASON = "Scripted annotator: rates only the campaign it was run for."
-REPETITION, KEY_TERM = "repetition", "key-term"
-RULES = (REPETITION, KEY_TERM)
+REPETITION, KEY_TERM, COMPLETE = "repetition", "key-term", "complete"
+RULES = (REPETITION, KEY_TERM, COMPLETE)
+REPEATED_WORDS, KEY_TERM_STEP, FINISHED_SENTENCE, TIE = "repeated words", "key term", "finished sentence", "tie"
+# Each rule's steps in order: the first that tells the two answers apart decides.
+RULE_STEPS = {
+    REPETITION: (REPEATED_WORDS, FINISHED_SENTENCE),
+    KEY_TERM: (KEY_TERM_STEP, FINISHED_SENTENCE),
+    COMPLETE: (FINISHED_SENTENCE,),
+}
 DEFAULT_RULE = REPETITION
 _WORD = re.compile(r"[a-z]+")
 
@@ -113,29 +125,40 @@ def check_rule(rule: str) -> None:
 
 
 def oracle_reason(prompt: str, left: str, right: str, *, rule: str = DEFAULT_RULE) -> str:
-    """Which step of `rule` decides: "repeated words" or "key term", "finished sentence", or "tie"."""
+    """Which step of `rule` decides: "repeated words", "key term", "finished sentence", or "tie"."""
     check_rule(rule)
-    if rule == REPETITION and repeats(left) != repeats(right):
-        return "repeated words"
-    term = key_term(prompt) if rule == KEY_TERM else None
-    if term is not None and mentions(left, term) != mentions(right, term):
-        return "key term"
-    return "finished sentence" if finished(left) != finished(right) else "tie"
+    for step in RULE_STEPS[rule]:
+        if _step_winner(step, prompt, left, right) is not None:
+            return step
+    return TIE
 
 
 def oracle_preference(prompt: str, left: str, right: str, *, rule: str = DEFAULT_RULE) -> Side:
     """The scripted annotator's choice between two answers to `prompt` by `rule`. By default (repetition): the
     answer with fewer repeated words; failing that, the one that ends as a finished sentence; failing that, a
     tie. The rules in full are in this module's docstring."""
-    reason = oracle_reason(prompt, left, right, rule=rule)
-    if reason == "repeated words":
-        return "left" if repeats(left) < repeats(right) else "right"
-    if reason == "key term":
-        term = key_term(prompt) or ""
-        return "left" if mentions(left, term) else "right"
-    if reason == "finished sentence":
-        return "left" if finished(left) else "right"
+    check_rule(rule)
+    for step in RULE_STEPS[rule]:
+        side = _step_winner(step, prompt, left, right)
+        if side is not None:
+            return side
     return "tie"
+
+
+def _step_winner(step: str, prompt: str, left: str, right: str) -> Side | None:
+    """The side one step of a rule prefers, or None when the step does not tell the two answers apart."""
+    if step == REPEATED_WORDS:
+        left_score, right_score = -repeats(left), -repeats(right)
+    elif step == FINISHED_SENTENCE:
+        left_score, right_score = int(finished(left)), int(finished(right))
+    else:
+        term = key_term(prompt)
+        if term is None:
+            return None
+        left_score, right_score = int(mentions(left, term)), int(mentions(right, term))
+    if left_score == right_score:
+        return None
+    return "left" if left_score > right_score else "right"
 
 
 def simulated_round_rate(

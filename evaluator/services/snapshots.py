@@ -16,7 +16,7 @@ from evaluator.errors import ServiceError
 from evaluator.models import Campaign, StatisticsSnapshot
 from evaluator.selectors.campaigns import VoteFilters, campaign_statistics_json
 from evaluator.selectors.exports import statistics_json_bytes
-from evaluator.services.jobs import job_finish, job_start
+from evaluator.services.jobs import job_finish, job_send_on_commit, job_start
 from workers.tasks import build_statistics_snapshot as build_statistics_snapshot_task
 
 # The statistics page's bootstrap rounds: a snapshot shows the page's intervals, not new ones.
@@ -44,7 +44,7 @@ def statistics_snapshot_queue(
             n_boot=SNAPSHOT_N_BOOT,
             created_by=created_by,
         )
-        build_statistics_snapshot_task.delay_on_commit(snapshot.pk)
+        job_send_on_commit(task=build_statistics_snapshot_task, job=snapshot)
     return snapshot
 
 

@@ -3,19 +3,18 @@
 A job's truth lives in its row, never in the broker: status, heartbeat, newest checkpoint, attempts and the
 worker (``host:pid``) that holds it. A task may be delivered twice (a redelivery after its worker died, the
 reaper's re-queue, a visibility timeout): ``training_job_start`` hands the job to one of them only, under the
-row lock, and takes a job over only from a holder that is gone; ``training_job_succeed`` registers at most one
-variant (the variant's one-to-one link to its job backs that up).
+row lock, and takes a job over only from a holder that is gone (evaluator/services/jobs.py, the recovery design
+of every job kind); ``training_job_succeed`` registers at most one variant (the variant's one-to-one link to its
+job backs that up).
 """
 
 import logging
-import os
 import platform
 import random
-import socket
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,52 +23,33 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
+from evaluator.batching import batched
 from evaluator.errors import ServiceError
 from evaluator.models import (
-    FINISHED_STATUSES,
-    OVERALL,
     Campaign,
-    CriterionChoice,
-    JobStatus,
     ModelVariant,
-    Outcome,
     Prompt,
     TrainingJob,
 )
-from evaluator.selectors.dpo_dataset import SelectionRules, preference_records_select
+from evaluator.selectors.dpo_dataset import SelectionRules, preference_outcomes_select, preference_records_select
 from evaluator.selectors.training import training_job_workdir
 from evaluator.services.generation import generation_job_queue
-from evaluator.services.jobs import job_cancel, job_fail, job_finish, job_progress, job_requeue, job_resume, job_stop
+from evaluator.services.jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    db_retrying,
+    job_cancel,
+    job_claim,
+    job_finish,
+    job_progress,
+    job_resume,
+    job_send_on_commit,
+    job_start,
+    job_stop,
+)
 from workers.tasks import run_training_job as run_training_job_task
-
-DEFAULT_MAX_ATTEMPTS = 3
-
-
-def worker_identity() -> str:
-    """This process as a job holder: the host name and the process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def holder_alive(holder: str, heartbeat_at: datetime | None, *, now: datetime) -> bool:
-    """Whether the process named by ``holder`` may still be training.
-
-    On this host the process table answers; for another host only the heartbeat can, so a holder there counts
-    as gone once its heartbeat is older than PREFLOOP_JOB_STALE_SECONDS.
-    """
-    host, _, pid = holder.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    stale_after = timedelta(seconds=settings.PREFLOOP_JOB_STALE_SECONDS)
-    return heartbeat_at is not None and now - heartbeat_at < stale_after
 
 
 def held_out_prompts_draw(*, campaign: Campaign, share: float, seed: int) -> list[str]:
@@ -111,10 +91,8 @@ def training_job_queue(
     if sft_source == "qa" and not qa_path:
         raise ServiceError("SFT on a Q&A set needs the Q&A file.")
     sources = list(source_campaigns) or [campaign]
-    include_simulated = bool((selection or {}).get("include_simulated"))
-    if sft_source != "qa" and not _has_decisive_votes(sources, include_simulated=include_simulated):
-        names = ", ".join(f"“{source.name}”" for source in sources)
-        raise ServiceError(f"No decisive overall preferences in {names} yet: rate some pairs first.")
+    if sft_source != "qa":
+        _refuse_an_empty_selection(sources, selection or {}, held_out_prompts)
     config = {
         "training": dict(training),
         "selection": dict(selection or {}),
@@ -132,7 +110,7 @@ def training_job_queue(
             max_attempts=DEFAULT_MAX_ATTEMPTS,
         )
         job.source_campaigns.set(sources)
-        run_training_job_task.delay_on_commit(job.pk)
+        job_send_on_commit(task=run_training_job_task, job=job)
     return job
 
 
@@ -153,12 +131,31 @@ def qa_file_store(*, name: str, data: bytes) -> str:
     return str(path)
 
 
-def _has_decisive_votes(campaigns: Sequence[Campaign], *, include_simulated: bool) -> bool:
-    # As the dataset's SelectionRules: a scripted annotator's votes count only when the selection asks for them.
-    choices = CriterionChoice.objects.filter(judgement__comparison__campaign__in=campaigns, criterion=OVERALL)
-    if not include_simulated:
-        choices = choices.filter(judgement__simulated=False)
-    return choices.exclude(outcome=Outcome.TIE).exists()
+def _refuse_an_empty_selection(
+    sources: Sequence[Campaign], selection: Mapping[str, Any], held_out_prompts: Sequence[str]
+) -> None:
+    """Raise ServiceError unless the selection makes at least one training record: the rules the worker builds
+    its dataset with (`_write_dataset`), applied now, so that an empty dataset is refused at the form and not
+    reported by the worker as a failed job."""
+    try:
+        rules = SelectionRules(**selection, held_out_prompts=frozenset(held_out_prompts))
+    except (TypeError, ValueError) as error:
+        raise ServiceError(f"Selection: {error}.") from None
+    if any(preference_outcomes_select(campaign=source, rules=rules) for source in sources):
+        return
+    names = ", ".join(f"“{source.name}”" for source in sources)
+    narrowing = [
+        f"{len(rules.held_out_prompts)} held-out prompt(s) left out" if rules.held_out_prompts else "",
+        f"pairs agreed on by at least {rules.min_agreement:.0%} of their judgements" if rules.min_agreement else "",
+        "" if rules.include_gold else "gold items left out",
+        "flagged annotators left out" if rules.exclude_flagged else "",
+        "" if rules.include_simulated else "simulated judgements left out",
+    ]
+    shown = "; ".join(part for part in narrowing if part)
+    raise ServiceError(
+        f"No decisive {rules.criterion} preferences in {names} yet under this selection ({shown}): rate more "
+        "pairs, or widen the selection."
+    )
 
 
 def training_config_check(*, method: str, training: Mapping[str, Any]) -> None:
@@ -178,34 +175,14 @@ def training_config_check(*, method: str, training: Mapping[str, Any]) -> None:
 
 
 def training_job_start(*, job_id: int, now: datetime | None = None) -> TrainingJob | None:
-    """Hand the job to this process, or None when it is finished or another live process holds it.
+    """Hand the job to this process, or None when it has ended (or is out of attempts, and fails).
 
-    A running job is taken over only when its holder is gone (a worker killed mid-run); each start counts as
-    an attempt, and a job out of attempts fails instead of starting.
+    A running job is taken over only when its holder is gone (a worker killed mid-run); while it lives this raises
+    JobHeld. Each start counts as an attempt, and this attempt's pace counts from now.
     """
     now = now or timezone.now()
-    with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status in FINISHED_STATUSES:
-            return None
-        if job.status == JobStatus.RUNNING and holder_alive(job.worker, job.heartbeat_at, now=now):
-            return None
-        if job.attempts >= job.max_attempts:
-            error = f"Gave up after {job.attempts} attempts: the worker was lost each time."
-            job_fail(model=TrainingJob, job_id=job_id, error=error)
-            return None
-        # Conditional on the row we judged (it is locked, so this holds; the count says so).
-        taken = TrainingJob.objects.filter(pk=job_id, status=job.status, attempts=job.attempts).update(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            worker=worker_identity(),
-            started_at=job.started_at or now,
-            attempt_started_at=now,
-            attempt_start_step=0,
-            heartbeat_at=now,
-        )
-        if taken != 1:
-            return None
+    if not job_start(model=TrainingJob, job_id=job_id, now=now, attempt_started_at=now, attempt_start_step=0):
+        return None
     return TrainingJob.objects.select_related("parent_variant", "campaign").get(pk=job_id)
 
 
@@ -213,28 +190,40 @@ def training_job_dataset_record(*, job: TrainingJob, size: int, fingerprint: str
     job_progress(model=TrainingJob, job_id=job.pk, dataset_size=size, dataset_hash=fingerprint)
 
 
-def training_job_progress(*, job_id: int, log: Mapping[str, Any]) -> None:
-    """Append one training log line and refresh progress and heartbeat."""
-    with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().only("metrics", "progress_step", "progress_total").get(pk=job_id)
-        job.metrics = [*job.metrics, dict(log)]
-        job.progress_step = int(log.get("step", job.progress_step))
-        job.progress_total = int(log.get("max_steps", job.progress_total))
-        job.heartbeat_at = timezone.now()
-        job.save(update_fields=["metrics", "progress_step", "progress_total", "heartbeat_at"])
+def training_job_progress(*, job_id: int, log: Mapping[str, Any]) -> bool:
+    """Append one training log line and refresh progress and heartbeat; False when this run no longer holds the
+    job (another run's log is never written). A dropped database connection costs a reconnect, not the job."""
+
+    def write() -> bool:
+        with transaction.atomic():
+            rows = TrainingJob.objects.select_for_update().filter(pk=job_id)
+            claim = job_claim(model=TrainingJob, job_id=job_id)
+            if claim is not None:
+                rows = rows.filter(claim=claim)
+            job = rows.only("metrics", "progress_step", "progress_total").first()
+            if job is None:
+                return False
+            job.metrics = [*job.metrics, dict(log)]
+            job.progress_step = int(log.get("step", job.progress_step))
+            job.progress_total = int(log.get("max_steps", job.progress_total))
+            job.heartbeat_at = timezone.now()
+            job.save(update_fields=["metrics", "progress_step", "progress_total", "heartbeat_at"])
+            return True
+
+    return db_retrying(write, what="a training log line")
 
 
 def training_job_beat(*, job_id: int) -> bool:
-    """Refresh the heartbeat after a training step; True when an admin asked to cancel."""
-    job_progress(model=TrainingJob, job_id=job_id, heartbeat_at=timezone.now())
-    return TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists()
+    """Refresh the heartbeat after a training step; True when the training should stop: an admin asked to
+    cancel, or this run no longer holds the job (it was handed to another)."""
+    if not job_progress(model=TrainingJob, job_id=job_id):
+        return True
+    return db_retrying(lambda: TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists())
 
 
 def training_job_checkpoint(*, job_id: int, path: str, step: int) -> None:
     """Record a complete checkpoint: the point a lost job resumes from."""
-    job_progress(
-        model=TrainingJob, job_id=job_id, last_checkpoint=path, progress_step=step, heartbeat_at=timezone.now()
-    )
+    job_progress(model=TrainingJob, job_id=job_id, last_checkpoint=path, progress_step=step)
 
 
 def training_job_resume_point(*, job: TrainingJob, step: int) -> None:
@@ -264,7 +253,9 @@ def training_job_cancelled(*, job_id: int) -> None:
 
 
 def training_job_resume(*, job: TrainingJob) -> TrainingJob:
-    """Queue a failed or cancelled job again; it goes on from its newest checkpoint, with fresh attempts."""
+    """Queue a failed or cancelled job again, or send again one stuck in the queue (its task never reached the
+    broker, or was lost there); it goes on from its newest checkpoint, with fresh attempts. ``job.sent_at`` is
+    None afterwards when the broker could not be reached (the reaper sends it once the broker is back)."""
 
     with transaction.atomic():
         if ModelVariant.objects.filter(training_job=job).exists():
@@ -274,8 +265,10 @@ def training_job_resume(*, job: TrainingJob) -> TrainingJob:
         )
         job.refresh_from_db()
         if not resumed:
-            raise ServiceError(f"Only a failed or cancelled job can be resumed; #{job.pk} is {job.status}.")
-        run_training_job_task.delay_on_commit(job.pk)
+            raise ServiceError(
+                f"Only a failed or cancelled job, or one stuck in the queue, can be resumed; #{job.pk} is {job.status}."
+            )
+        job_send_on_commit(task=run_training_job_task, job=job)
     return job
 
 
@@ -290,8 +283,18 @@ def training_job_succeed(
     """Register the trained adapter as a new variant and queue its round against the parent, exactly once.
 
     None when the job is no longer this run's to finish (cancelled meanwhile, or already registered). The job's
-    ``log`` gets the registration before the status commits, so whoever sees the job succeeded reads it there.
+    ``log`` gets the registration before the status commits, so whoever sees the job succeeded reads it there. A
+    dropped database connection costs the transaction a retry, not the trained adapter.
     """
+    return db_retrying(
+        partial(_succeed, job_id=job_id, adapter_dir=adapter_dir, base_model=base_model, lineage=lineage, log=log),
+        what="registering the variant",
+    )
+
+
+def _succeed(
+    *, job_id: int, adapter_dir: str, base_model: str, lineage: Mapping[str, Any], log: logging.Logger | None
+) -> ModelVariant | None:
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().select_related("parent_variant", "campaign").get(pk=job_id)
         if ModelVariant.objects.filter(training_job=job).exists() or not job_finish(model=TrainingJob, job_id=job_id):
@@ -311,35 +314,15 @@ def training_job_succeed(
             lineage=dict(lineage),
         )
         held_out_ids = job.config.get("held_out_prompts", [])
-        held_out = list(Prompt.objects.filter(campaign=job.campaign, external_id__in=held_out_ids))
+        held_out = [
+            prompt
+            for ids in batched(held_out_ids)
+            for prompt in Prompt.objects.filter(campaign=job.campaign, external_id__in=ids)
+        ]
         generation_job_queue(campaign=job.campaign, variants=[parent, variant], training_job=job, prompts=held_out)
         if log is not None:
             log.info("registered “%s”", variant.name)
     return variant
-
-
-def training_jobs_reap(*, now: datetime | None = None) -> list[int]:
-    """Queue again every running job whose worker is gone; returns their ids.
-
-    A worker killed outright (power loss, OOM killer on the main process) leaves its job running with a stale
-    heartbeat and, on Redis, its task unacknowledged for hours: this hands the job to the next free worker,
-    which resumes it from its newest checkpoint.
-    """
-
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.PREFLOOP_JOB_STALE_SECONDS)
-    requeued = []
-    for job in TrainingJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).only(
-        "pk", "worker", "heartbeat_at"
-    ):
-        if holder_alive(job.worker, job.heartbeat_at, now=now):
-            continue
-        with transaction.atomic():
-            # Conditional on the heartbeat we judged: a job that beat meanwhile is alive after all.
-            if job_requeue(model=TrainingJob, job_id=job.pk, condition=Q(heartbeat_at=job.heartbeat_at)):
-                run_training_job_task.delay_on_commit(job.pk)
-                requeued.append(job.pk)
-    return requeued
 
 
 # Running a job (the run_training_job task) ---------------------------------------------------------------------

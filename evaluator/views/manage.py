@@ -1,6 +1,8 @@
 """Admin pages for campaigns and variants: create, edit, import prompts, queue generation."""
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -8,17 +10,20 @@ from django.views.decorators.http import require_GET, require_POST
 from evaluator.errors import ServiceError
 from evaluator.forms import (
     CampaignForm,
+    CampaignMemberForm,
+    CampaignStateForm,
     GenerationForm,
     PromptImportForm,
     RetrainForm,
     VariantForm,
     form_errors,
 )
-from evaluator.models import Campaign, ModelVariant, any_unfinished
+from evaluator.models import AWAITING_BROKER_NOTE, Campaign, CampaignState, ModelVariant, any_unfinished
 from evaluator.parsing.prompts import PromptFileError
-from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
+from evaluator.roles import ADMIN, ANNOTATOR, AuthenticatedHttpRequest, role_required
 from evaluator.selectors.campaigns import (
     campaign_list_with_counts,
+    campaign_members,
     campaign_progress,
     decisive_vote_count,
     generation_jobs_recent,
@@ -93,12 +98,80 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "settings_form": CampaignForm(campaign=campaign),
         "import_form": PromptImportForm(),
         "generation_form": GenerationForm(),
-        "retrain_form": RetrainForm(),
+        "retrain_form": RetrainForm(campaign=campaign),
         "generation_jobs": generation_jobs_recent(campaign=campaign),
         "training_jobs": training_jobs_recent(campaign=campaign),
         "decisive_votes": decisive_vote_count(campaign=campaign),
+        "state_moves": _state_moves(campaign),
+        "members": campaign_members(campaign=campaign),
+        "member_form": CampaignMemberForm(),
+        "annotator_names": get_user_model()
+        .objects.filter(groups__name=ANNOTATOR, is_active=True)
+        .order_by("username")
+        .values_list("username", flat=True),
+        "group_names": Group.objects.order_by("name").values_list("name", flat=True),
     }
     return render(request, "manage/campaign.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def campaign_state(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """Activate, pause, resume or close the campaign."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = CampaignStateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    try:
+        campaigns_services.campaign_state_change(campaign=campaign, state=form.cleaned_data["state"])
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"“{campaign.name}” is now {campaign.get_state_display().lower()}.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def campaign_member_add(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    form = CampaignMemberForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("campaign_detail", campaign_id=campaign.pk)
+    user, group = form.cleaned_data["username"], form.cleaned_data["group"]
+    try:
+        campaigns_services.campaign_member_add(campaign=campaign, user=user, group=group, added_by=request.user)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        who = f"“{user.username}”" if user else f"the group “{group.name}”"
+        messages.success(request, f"{who} assigned to “{campaign.name}”.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def campaign_member_remove(request: HttpRequest, campaign_id: int, member_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    try:
+        campaigns_services.campaign_member_remove(campaign=campaign, member_id=member_id)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Unassigned from “{campaign.name}”.")
+    return redirect("campaign_detail", campaign_id=campaign.pk)
+
+
+def _state_moves(campaign: Campaign) -> list[tuple[str, str]]:
+    """(target state, button label) for each move the campaign's state allows."""
+    labels = {
+        CampaignState.ACTIVE: "Resume" if campaign.state == CampaignState.PAUSED else "Activate",
+        CampaignState.PAUSED: "Pause",
+        CampaignState.CLOSED: "Close for good",
+    }
+    return [(state, labels[CampaignState(state)]) for state in campaigns_services.TRANSITIONS[campaign.state]]
 
 
 @require_GET
@@ -164,5 +237,8 @@ def generation_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> Htt
     except ServiceError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, f"Generation job #{job.pk} queued for {job.total} answers.")
+        if job.send_failed:
+            messages.warning(request, f"Generation job #{job.pk} {AWAITING_BROKER_NOTE}")
+        else:
+            messages.success(request, f"Generation job #{job.pk} queued for {job.total} answers.")
     return redirect("campaign_detail", campaign_id=campaign.pk)

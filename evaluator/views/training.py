@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from evaluator.errors import ServiceError
 from evaluator.forms import CollectionForm, DocumentUploadForm, ModelExportForm, RetrainForm, form_errors
-from evaluator.models import Campaign, DocumentCollection, ModelExport, ModelVariant, TrainingJob
+from evaluator.models import AWAITING_BROKER_NOTE, Campaign, DocumentCollection, ModelExport, ModelVariant, TrainingJob
 from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
 from evaluator.selectors.model_exports import model_export_download
 from evaluator.selectors.qa_sets import qa_set_sft_jsonl
@@ -29,7 +29,7 @@ from evaluator.stats.plots import line_chart
 @role_required(ADMIN)
 def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    form = RetrainForm(request.POST, request.FILES)
+    form = RetrainForm(request.POST, request.FILES, campaign=campaign)
     if not form.is_valid():
         messages.error(request, form_errors(form))
         return redirect("campaign_detail", campaign_id=campaign.pk)
@@ -58,7 +58,10 @@ def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpR
     except (ServiceError, ValueError) as error:
         messages.error(request, str(error))
         return redirect("campaign_detail", campaign_id=campaign.pk)
-    messages.success(request, f"{job.get_method_display()} job #{job.pk} queued.")
+    if job.send_failed:
+        messages.warning(request, f"{job} {AWAITING_BROKER_NOTE}")
+    else:
+        messages.success(request, f"{job.get_method_display()} job #{job.pk} queued.")
     return redirect("training_job_detail", job_id=job.pk)
 
 
@@ -102,11 +105,14 @@ def training_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 def training_job_resume(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(TrainingJob, pk=job_id)
     try:
-        training_jobs.training_job_resume(job=job)
+        job = training_jobs.training_job_resume(job=job)
     except ServiceError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, f"Job #{job.pk} queued again; it goes on from its newest checkpoint.")
+        if job.send_failed:
+            messages.warning(request, f"{job} {AWAITING_BROKER_NOTE}")
+        else:
+            messages.success(request, f"Job #{job.pk} queued again; it goes on from its newest checkpoint.")
     return redirect("training_job_detail", job_id=job_id)
 
 
@@ -132,7 +138,10 @@ def variant_export(request: HttpRequest, variant_id: int) -> HttpResponse:
         messages.error(request, str(error))
     else:
         kind = " ".join(filter(None, [export.get_kind_display(), export.outtype]))
-        messages.success(request, f"{kind} export of “{variant.name}” queued.")
+        if export.send_failed:
+            messages.warning(request, f"The {kind} export of “{variant.name}” {AWAITING_BROKER_NOTE}")
+        else:
+            messages.success(request, f"{kind} export of “{variant.name}” queued.")
     return redirect("variant_tree")
 
 
@@ -206,7 +215,11 @@ def collection_upload(request: HttpRequest, collection_id: int) -> HttpResponse:
     except ServiceError as error:
         messages.error(request, f"{error} Nothing was added.")
     else:
-        skipped = len(files) - added
-        note = f" ({skipped} already in the collection)" if skipped else ""
-        messages.success(request, f"Added {added} document{'s' if added != 1 else ''}{note}; indexing queued.")
+        messages.success(
+            request,
+            f"Stored {added} file{'s' if added != 1 else ''}: a worker reads and indexes them (the status below says "
+            "when; a file it cannot read, or one past the reading caps, fails the build with the reason).",
+        )
+        if added and collection.send_failed:
+            messages.warning(request, f"Indexing of “{collection.name}” {AWAITING_BROKER_NOTE}")
     return redirect("collection_detail", collection_id=collection.pk)

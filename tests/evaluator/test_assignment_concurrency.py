@@ -5,10 +5,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection, connections
 from django.db.models import Count
 
-from evaluator.models import Assignment, CriterionChoice, Judgement
+from evaluator.errors import ServiceError
+from evaluator.models import Assignment, CampaignState, CriterionChoice, Judgement
+from evaluator.services.campaigns import campaign_state_change
 from evaluator.services.rating import assignment_next, judgement_submit
 from tests import factories
 
@@ -115,3 +118,81 @@ def test_a_quota_holds_when_many_annotators_race_for_few_comparisons() -> None:
     assert sum(claim is not None for claim in claims) == 6  # 3 comparisons × k = 2
     assert not Assignment.objects.values("comparison").annotate(n=Count("pk")).filter(n__gt=2).exists()
     assert not Assignment.objects.values("annotator").annotate(n=Count("pk")).filter(n__gt=1).exists()
+
+
+def test_concurrent_claims_across_campaigns_serve_only_assigned_active_ones_by_priority() -> None:
+    team = Group.objects.create(name="team-rag")
+    urgent = factories.campaign(name="Urgent", priority=10, overlap=2, members=("team-rag",))
+    common = factories.campaign(name="Common", priority=1, overlap=2)  # every annotator
+    unassigned = factories.campaign(name="Unassigned", priority=99, members=())
+    paused = factories.campaign(name="Paused", priority=50, state="paused")
+    drafted = factories.campaign(name="Drafted", priority=50, state="draft")
+    for campaign in (urgent, common, unassigned, paused, drafted):
+        for _ in range(4):
+            factories.comparison(campaign)
+    annotators = [factories.user(f"worker{i}", "annotator") for i in range(16)]
+    for annotator in annotators[:8]:
+        annotator.groups.add(team)
+
+    def work(annotator) -> Callable[[], list[str]]:
+        def claim_and_judge() -> list[str]:
+            served = []
+            while (task := assignment_next(annotator=annotator)) is not None:
+                campaign = task.comparison.campaign
+                judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(campaign, "left"))
+                served.append(campaign.name)
+            return served
+
+        return claim_and_judge
+
+    served = run_in_threads([work(annotator) for annotator in annotators])
+
+    names = {name for sequence in served for name in sequence}
+    assert names == {"Urgent", "Common"}  # never an unassigned, paused or draft campaign
+    assert not Assignment.objects.filter(comparison__campaign__in=[unassigned, paused, drafted]).exists()
+    # Only the team rated the urgent campaign, and each of its comparisons got its k judgements; so did Common's.
+    # (Priority order itself is shown without threads in test_campaign_lifecycle.py: under load a claim may pass
+    # over a higher campaign whose free slots are all row-locked by other claims at that instant.)
+    assert set(Judgement.objects.filter(comparison__campaign=urgent).values_list("annotator", flat=True)) <= {
+        annotator.pk for annotator in annotators[:8]
+    }
+    per_comparison = Judgement.objects.values("comparison__campaign__name", "comparison").annotate(n=Count("pk"))
+    assert {(row["comparison__campaign__name"], row["n"]) for row in per_comparison} == {("Urgent", 2), ("Common", 2)}
+    assert Judgement.objects.count() == 16 and Assignment.objects.count() == 16
+
+
+def test_a_pause_racing_many_submissions_leaves_each_judgement_whole_or_absent() -> None:
+    campaign = factories.campaign(name="Raced", overlap=1)
+    for _ in range(12):
+        factories.comparison(campaign)
+    annotators = [factories.user(f"mid{i}", "annotator") for i in range(12)]
+    tasks = [assignment_next(annotator=annotator) for annotator in annotators]  # everyone mid-pair
+
+    def submit(annotator, task) -> Callable[[], str]:
+        def attempt() -> str:
+            try:
+                judgement_submit(token=str(task.token), annotator=annotator, choices=all_sides(campaign, "right"))
+            except ServiceError as error:
+                return str(error)
+            return "stored"
+
+        return attempt
+
+    def pause() -> str:
+        campaign_state_change(campaign=campaign, state=CampaignState.PAUSED)
+        return "paused"
+
+    results = run_in_threads([pause] + [submit(a, t) for a, t in zip(annotators, tasks, strict=True)])
+
+    refused = [text for text in results[1:] if text != "stored"]
+    expected = "“Raced” was paused while you rated this pair, so your choices were not stored."
+    assert set(refused) <= {expected}, refused
+    stored = len(results) - 1 - len(refused)
+    assert Judgement.objects.count() == stored
+    assert Assignment.objects.filter(completed_at__isnull=False).count() == stored
+    assert CriterionChoice.objects.count() == stored * len(campaign.criterion_slugs)  # nothing half-stored
+    for task, result in zip(tasks, results[1:], strict=True):
+        task.refresh_from_db()
+        assert (task.completed_at is not None) == (result == "stored")
+    # After the pause nothing is served, the open leases included.
+    assert all(assignment_next(annotator=annotator) is None for annotator in annotators)

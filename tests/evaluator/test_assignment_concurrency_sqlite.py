@@ -51,6 +51,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefloop.settings")
     django.setup()
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.core.management import call_command
     from django.db import connection
     from django.db.models import Count
@@ -66,6 +67,9 @@ def main() -> None:
     # No passwords: hashing one costs more than the whole race, and the engine does not look at roles.
     users = get_user_model().objects
     annotators = users.bulk_create(get_user_model()(username=f"racer{i}") for i in range(ANNOTATORS))
+    # The engine serves a campaign to its members: factories' campaigns have the annotator group as theirs.
+    role = Group.objects.get_or_create(name="annotator")[0]
+    role.user_set.add(*annotators)
 
     def claim_and_judge(annotator) -> list[int]:
         stored = []
@@ -97,6 +101,7 @@ def main() -> None:
     late = factories.campaign(overlap=1)
     factories.comparison(late)
     annotator = users.create(username="double")
+    role.user_set.add(annotator)
     task = assignment_next(annotator=annotator)
     report["double_submit"] = run_in_threads(
         [

@@ -1,9 +1,11 @@
 """Blind rating: no annotator-facing response names or numbers a model, variant, adapter, job or row.
 
-Every response an annotator can get (the login page and the redirects to and from it, the page, the HTMX partials,
-submit, skip, flag, the done page, the error re-renders, and the 403, 404 and 405 answers) is scanned, body, headers
-and cookies, for the variants' names, base model and adapter paths, and the primary keys of the variants,
-comparisons, candidates, prompts and training job.
+Every response an annotator can get (the login page and the redirects to and from it, the campaign list, picking a
+campaign, the page, the HTMX partials, submit, skip, flag, the done page, the error re-renders, and the 403, 404 and
+405 answers) is scanned, body, headers and cookies, for the variants' names, base model and adapter paths, the
+retrieval collection's name, and the primary keys of the variants, comparisons, candidates, prompts and training
+job. The campaign has a retrieval (RAG) variant with "show retrieved passages" on, and every pair page is checked to
+be symmetric: the left and right answers carry the same markup but for their texts and side names.
 """
 
 import re
@@ -12,7 +14,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from evaluator.models import Assignment, Comparison, ModelVariant, Prompt, TrainingJob
+from evaluator.models import Assignment, Comparison, DocumentCollection, ModelVariant, Prompt, TrainingJob
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -25,6 +27,7 @@ SECRET_TEXTS = [
     "/models/zephyr-secret-7b",
     "/adapters/secret-round-3",
     "/adapters/secret-rag",
+    "secret-rag-shelf",
 ]
 
 
@@ -45,16 +48,20 @@ def _blind_campaign():
         name="rag-secret-librarian",
         base_model="/models/zephyr-secret-7b",
         adapter_path="/adapters/secret-rag",
+        collection=DocumentCollection.objects.create(name="secret-rag-shelf"),
     )
     rows = []
     for number, (first, second) in enumerate([(base, tuned), (base, rag), (tuned, rag)]):
         question = factories.prompt(
             campaign, pk=950000 + number, reference=f"Reference {number}", context=f"Context {number}"
         )
+        # Only the retrieval variant's answers carry passages, as generation stores them.
         passages = [{"document": f"handbook-{number}.md", "chunk": 930000 + number, "text": "A passage.", "score": 0.5}]
-        candidate_a = factories.candidate(question, first, pk=920000 + 2 * number, text=f"Answer A{number}")
+        candidate_a = factories.candidate(
+            question, first, pk=920000 + 2 * number, text=f"Answer A{number}", retrieved=_if_rag(first, passages)
+        )
         candidate_b = factories.candidate(
-            question, second, pk=920001 + 2 * number, text=f"Answer B{number}", retrieved=passages
+            question, second, pk=920001 + 2 * number, text=f"Answer B{number}", retrieved=_if_rag(second, passages)
         )
         rows.append(
             Comparison.objects.create(
@@ -68,6 +75,27 @@ def _blind_campaign():
             )
         )
     return campaign, rows
+
+
+def _if_rag(variant: ModelVariant, passages: list[dict]) -> list[dict]:
+    return passages if variant.collection_id else []
+
+
+def _assert_symmetric(body: str, what: str) -> None:
+    """The two answers of a pair page carry the same markup once their texts and side names are set aside: nothing
+    beside an answer (passages, references, badges) tells one from the other."""
+    answers = re.findall(r'<article class="answer card".*?</article>', body, flags=re.S)
+    if not answers:
+        return
+    assert len(answers) == 2, f"{what}: {len(answers)} answers"
+
+    def shape(article: str, side: str) -> str:
+        article = re.sub(r"Answer [AB]\d", "TEXT", article)
+        article = re.sub(r"<kbd>[fg]</kbd>", "<kbd>KEY</kbd>", article)
+        return article.replace(side, "SIDE").replace(side.capitalize(), "SIDE")
+
+    assert shape(answers[0], "left") == shape(answers[1], "right"), f"{what}: the answers differ beyond their text"
+    assert "passage" not in answers[0].lower(), f"{what}: passages are shown under an answer"
 
 
 def _secret_numbers() -> set[str]:
@@ -92,6 +120,7 @@ def _assert_blind(response, client, what: str) -> None:
             assert number not in numbers, f"{what}: {where} shows the row number {number}"
     for value in re.findall(r'[\w:-]+="([^"]*)"', body):
         assert not set(re.findall(r"\d+", value)) & numbers, f"{what}: an attribute carries a row number: {value}"
+    _assert_symmetric(body, what)
 
 
 def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator, second_annotator) -> None:
@@ -113,11 +142,17 @@ def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator
     check(client.post(reverse("login"), login), "a failed login", 200)
     check(client.post(reverse("login"), {**login, "password": factories.PASSWORD}), "the login redirect", 302)
     check(client.get(reverse("home")), "the home redirect", 302)
+    check(client.get(reverse("rate_campaigns")), "the campaign list", 200)
+    check(client.post(reverse("rate_campaign_pick", args=[campaign.pk])), "picking the campaign", 302)
+    check(client.post(reverse("rate_next")), "the next campaign with work", 302)
 
     check(client.get(rate), "the rating page", 200)
     check(client.get(rate, **HTMX), "the HTMX pair", 200)
     first = Assignment.objects.get()
-    assert "Answer A" in client.get(rate).content.decode() and "handbook-" in client.get(rate).content.decode()
+    page = client.get(rate).content.decode()
+    assert "Answer A" in page and campaign.name in page
+    with_rag = rows.index(first.comparison) > 0  # pairs 1 and 2 have the retrieval variant
+    assert ("Passages retrieved for this question (1)" in page) == with_rag == ("handbook-" in page)
 
     incomplete = {"overall": "left"}
     check(client.post(reverse("rate_submit", args=[first.token]), incomplete), "the error re-render", 400)
@@ -151,7 +186,28 @@ def test_no_annotator_facing_response_reveals_a_model_or_a_row(client, annotator
     check(client.get("/rate/not-a-token/"), "a malformed token", 404)
     check(client.get(f"/manage/campaigns/{campaign.pk}/nope/"), "an unknown page", 404)
     check(client.get(reverse("rate_submit", args=[first.token])), "a GET of the submit action", 405)
-    assert seen == 30
+    assert seen == 33
+
+
+@pytest.mark.parametrize("left_is_a", [True, False])
+@pytest.mark.parametrize("pair", [1, 2])
+def test_a_rag_answer_carries_no_marker_its_rival_lacks(client, annotator, pair: int, left_is_a: bool) -> None:
+    _campaign, rows = _blind_campaign()
+    factories.assignment(rows[pair], annotator, left_is_a=left_is_a)
+    client.force_login(annotator)
+    response = client.get(reverse("rate"))
+    _assert_blind(response, client, f"pair {pair}")
+    body = response.content.decode()
+    assert body.count("handbook-") == 1 and body.index("handbook-") < body.index('<section class="answers">')
+
+
+def test_the_symmetry_check_itself_catches_passages_under_one_answer() -> None:
+    lopsided = (
+        '<article class="answer card" id="left">Answer A1<details class="passages">Retrieved passages (2)</details>'
+        '</article><article class="answer card" id="right">Answer B1</article>'
+    )
+    with pytest.raises(AssertionError, match="differ beyond their text"):
+        _assert_symmetric(lopsided, "a lopsided page")
 
 
 def test_the_blind_check_itself_catches_a_leak(client, annotator) -> None:

@@ -163,7 +163,13 @@ def test_a_redelivered_run_goes_on_after_the_last_stored_batch(
     kept = list(qa_set.pairs.values_list("pk", "question"))
     # The worker was lost after storing the first batch (chunks 0 and 1): the task is delivered again.
     QASet.objects.filter(pk=qa_set.pk).update(
-        status=JobStatus.RUNNING, finished_at=None, chunks_done=2, pair_count=3, dropped={DUPLICATE: 1}
+        status=JobStatus.RUNNING,
+        finished_at=None,
+        chunks_done=2,
+        pair_count=3,
+        dropped={DUPLICATE: 1},
+        worker="a-lost-host:1",
+        heartbeat_at=None,
     )
     scripted.calls.clear()
 

@@ -17,6 +17,7 @@ from evaluator.models import (
     AnswerFlag,
     Assignment,
     Campaign,
+    CampaignMember,
     Candidate,
     Comparison,
     CriterionChoice,
@@ -250,9 +251,9 @@ def _bulk_comparisons(campaign, count: int, *, gold: str | None = None) -> set[i
     """`count` comparisons of one prompt between two variants (sample i against sample i), made in bulk."""
     first, second = factories.variant(), factories.variant()
     question = factories.prompt(campaign)
-    fields = {"seed": 1, "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1, "text": "An answer."}
+    fields = {"seed": 1, "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1}
     made = Candidate.objects.bulk_create(
-        Candidate(prompt=question, variant=variant, sample_index=index, **fields)
+        Candidate(prompt=question, variant=variant, sample_index=index, text=f"An answer by {variant.name}.", **fields)
         for index in range(count)
         for variant in (first, second)
     )
@@ -294,9 +295,15 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
         {"anonymous": LOGIN, "annotator": "/rate/", "researcher": "/stats/", "admin": "/manage/", "outsider": 403},
     ),
     "healthz": ("get", "/healthz", everyone(200)),
+    "readyz": ("get", "/readyz", everyone(200)),  # database, broker and cache all answer in the tests
+    "demo_preparation": ("get", "/demo/", {**everyone(200), "anonymous": LOGIN}),  # any signed-in user
     "login": ("get", "/accounts/login/", everyone(200)),
     "logout": ("post", "/accounts/logout/", everyone(LOGIN)),
     "rate": ("get", "/rate/", only("annotator")),
+    "rate_campaigns": ("get", "/rate/campaigns/", only("annotator")),
+    # Picking a campaign and "next" write only the session.
+    "rate_campaign_pick": ("post", "/rate/campaigns/{campaign}/", only("annotator", status="/rate/")),
+    "rate_next": ("post", "/rate/next/", only("annotator", status="/rate/")),
     "rate_submit": ("post", "/rate/{token}/", only("annotator", status=400)),  # an empty rating: the pair again
     "rate_skip": ("post", "/rate/{token}/skip/", only("annotator", status=302)),  # no reason: back, with it said
     "rate_flag": ("post", "/rate/{token}/flag/", only("annotator", status=302)),
@@ -315,7 +322,7 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "api_judgements": ("get", "/api/campaigns/{campaign}/judgements.csv", only(*STAFF, **API)),
     "api_statistics_download": ("get", "/api/campaigns/{campaign}/statistics.json", only(*STAFF, **API)),
     "api_dpo": ("get", "/api/campaigns/{campaign}/dpo.jsonl", only(*STAFF, **API)),
-    "api_schema": ("get", "/api/schema/", everyone(200)),  # the OpenAPI description is public (drf-spectacular)
+    "api_schema": ("get", "/api/schema/", only(*STAFF, **API)),  # the OpenAPI description, for the API's users
     "manage": ("get", "/manage/", only("admin")),
     # Empty forms below: each is refused with its message (a redirect back), so nothing is written.
     "campaign_create": ("post", "/manage/campaigns/new/", only("admin", status="/manage/")),
@@ -323,6 +330,13 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "variant_create": ("post", "/manage/variants/new/", only("admin", status="/manage/")),
     "campaign_detail": ("get", "/manage/campaigns/{campaign}/", only("admin")),
     "campaign_update": ("post", "/manage/campaigns/{campaign}/settings/", only("admin", status=302)),
+    "campaign_state": ("post", "/manage/campaigns/{campaign}/state/", only("admin", status=302)),  # no state
+    "campaign_member_add": ("post", "/manage/campaigns/{campaign}/members/", only("admin", status=302)),  # nobody
+    "campaign_member_remove": (
+        "post",
+        "/manage/campaigns/{campaign}/members/0/remove/",  # no such member
+        only("admin", status=302),
+    ),
     "prompts_import": ("post", "/manage/campaigns/{campaign}/prompts/", only("admin", status=302)),
     "generation_queue": ("post", "/manage/campaigns/{campaign}/generate/", only("admin", status=302)),
     "generation_jobs_live": ("get", "/manage/campaigns/{campaign}/generation/", only("admin", status=286)),
@@ -417,6 +431,7 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
     assert get_user_model().objects.count() == 4 and get_user_model().objects.filter(is_active=True).count() == 4
     assert set(annotator.groups.values_list("name", flat=True)) == {"annotator"}
     assert Campaign.objects.count() == 1 and ModelVariant.objects.count() == 2
+    assert Campaign.objects.get().state == "active" and CampaignMember.objects.count() == 1
     assert TrainingJob.objects.get().status == JobStatus.SUCCEEDED and not GenerationJob.objects.exists()
     assert not ModelExport.objects.exists() and not Document.objects.exists()
     assert DocumentCollection.objects.count() == 1 and StatisticsSnapshot.objects.count() == 1

@@ -263,7 +263,7 @@ def test_reference_and_context_show_only_where_the_campaign_says_so(client, anno
     assert "Context given with the prompt" in second and "Some context text" in second
 
 
-def test_retrieved_passages_show_under_their_answer_with_the_document_name_only(client, annotator) -> None:
+def test_retrieved_passages_show_once_above_both_answers_with_the_document_name_only(client, annotator) -> None:
     campaign = factories.campaign(show_retrieved=True)
     comparison = factories.comparison(campaign, texts=("rag answer", "plain answer"))
     comparison.candidate_a.retrieved = [
@@ -274,11 +274,26 @@ def test_retrieved_passages_show_under_their_answer_with_the_document_name_only(
     factories.assignment(comparison, annotator, left_is_a=True)
     client.force_login(annotator)
     html = client.get(reverse("rate")).content.decode()
-    assert "Retrieved passages (1)" in html
+    assert "Passages retrieved for this question (1)" in html and "Retrieved passages" not in html
     assert "archive-guide.pdf" in html and "Acid-free <strong>boxes</strong> help." in html
     assert "4417" not in html and "0.8123" not in html
-    left, right = html.split('id="right-title"')
-    assert "Acid-free" in left and "Acid-free" not in right
+    above, answers = html.split('<section class="answers">')
+    assert "Acid-free" in above and "Acid-free" not in answers  # under neither answer
+
+
+def test_passages_both_answers_were_given_are_shown_once_in_an_order_that_names_neither(client, annotator) -> None:
+    campaign = factories.campaign(show_retrieved=True)
+    comparison = factories.comparison(campaign, texts=("first answer", "second answer"))
+    shared = {"document": "b.md", "chunk": 1, "text": "Shared passage.", "score": 0.9}
+    comparison.candidate_a.retrieved = [shared, {"document": "c.md", "chunk": 2, "text": "Only a's.", "score": 0.5}]
+    comparison.candidate_a.save(update_fields=["retrieved"])
+    comparison.candidate_b.retrieved = [{"document": "a.md", "chunk": 7, "text": "Only b's.", "score": 0.7}, shared]
+    comparison.candidate_b.save(update_fields=["retrieved"])
+    factories.assignment(comparison, annotator, left_is_a=False)
+    client.force_login(annotator)
+    html = client.get(reverse("rate")).content.decode()
+    assert "Passages retrieved for this question (3)" in html and html.count("Shared passage.") == 1
+    assert html.index("a.md") < html.index("b.md") < html.index("c.md")  # by document, not by answer
 
 
 def test_the_progress_line_counts_against_the_quota_when_there_is_one(client, annotator) -> None:

@@ -33,6 +33,9 @@ def test_a_campaign_created_with_its_own_criteria_asks_exactly_those_on_the_rati
     detail = client.get(reverse("campaign_detail", args=[campaign.pk])).content.decode()
     assert "<strong>Citations</strong>: Which cites?" in detail and 'name="criteria"' not in detail  # fixed now
 
+    # A new campaign is a draft nobody is assigned to: assigned and activated, it is served.
+    client.post(reverse("campaign_member_add", args=[campaign.pk]), {"group": "annotator"})
+    client.post(reverse("campaign_state", args=[campaign.pk]), {"state": "active"})
     task = factories.assignment(factories.comparison(campaign), annotator)
     client.force_login(annotator)
     page = client.get(reverse("rate")).content.decode()
@@ -97,7 +100,7 @@ def test_the_django_admin_refuses_criteria_json_the_rating_page_cannot_ask(clien
     root = get_user_model().objects.create_superuser("root", password=factories.PASSWORD)
     client.force_login(root)
     url = reverse("admin:evaluator_campaign_change", args=[campaign.pk])
-    fields = {"name": "Edited", "overlap": 2, "gold_rate": 0, "selection": "random"}
+    fields = {"name": "Edited", "overlap": 2, "gold_rate": 0, "selection": "random", "priority": 0}
 
     missing = json.dumps([{"slug": "tone", "label": "Tone"}])
     refused = client.post(url, {**fields, "criteria": missing})

@@ -8,6 +8,7 @@ from evaluator.selectors.campaigns import VoteFilters, campaign_statistics, vote
 from evaluator.selectors.training import round_results
 from evaluator.services.rating import side_to_outcome
 from evaluator.services.simulation import (
+    COMPLETE,
     DEFAULT_RULE,
     KEY_TERM,
     key_term,
@@ -82,7 +83,7 @@ def test_the_repetition_rule_ignores_the_key_term() -> None:
 
 
 def test_an_unknown_rule_is_refused_by_name() -> None:
-    with pytest.raises(ServiceError, match="rule must be one of repetition, key-term, got 'longest'"):
+    with pytest.raises(ServiceError, match="rule must be one of repetition, key-term, complete, got 'longest'"):
         oracle_preference(PROMPT, "A.", "B.", rule="longest")
 
 
@@ -299,3 +300,24 @@ def test_naming_one_annotator_twice_is_refused(annotator) -> None:
     with pytest.raises(ServiceError, match="only once"):
         simulated_round_rate(campaign=campaign, annotators=[annotator, annotator])
     assert not Judgement.objects.exists()
+
+
+# The complete rule: a finished sentence, else a tie -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "side", "reason"),
+    [
+        # A finished answer beats one cut off, even with more repeated words.
+        ("The light fades and the light fades.", "Light fades dyes and", "left", "finished sentence"),
+        ("Humidity cracks", "Humidity cracks wood.", "right", "finished sentence"),
+        # Both finished, or both cut off: a tie, whatever their repeated words.
+        ("Light fades dyes.", "The light fades the dyes.", "tie", "tie"),
+        ("the cat saw the cat and", "Light fades dyes and", "tie", "tie"),
+    ],
+)
+def test_the_complete_rule_prefers_the_finished_answer_and_otherwise_calls_a_tie(
+    left: str, right: str, side: str, reason: str
+) -> None:
+    assert oracle_preference(PROMPT, left, right, rule=COMPLETE) == side
+    assert oracle_reason(PROMPT, left, right, rule=COMPLETE) == reason

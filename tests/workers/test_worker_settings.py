@@ -39,6 +39,21 @@ def settings_value(name: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_by_default_a_lost_worker_is_noticed_within_a_minute_and_a_waiting_copy_outlives_no_visibility_timeout() -> (
+    None
+):
+    from django.conf import settings
+
+    reaper = app.conf.beat_schedule["reap-lost-jobs"]
+    assert reaper["task"] == "workers.tasks.reap_jobs"
+    # The holder's heartbeat goes stale, then the next reaper run queues the job again.
+    assert settings.PREFLOOP_JOB_STALE_SECONDS + reaper["schedule"] <= 60
+    assert settings.PREFLOOP_JOB_HEARTBEAT_SECONDS * 3 <= settings.PREFLOOP_JOB_STALE_SECONDS
+    visibility = settings_value("CELERY_BROKER_TRANSPORT_OPTIONS", CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+    assert "'visibility_timeout': 21600" in visibility.stdout
+    assert settings.PREFLOOP_JOB_HELD_COUNTDOWN < 21600
+
+
 def test_the_worker_pool_settings_come_from_the_environment() -> None:
     assert settings_value("CELERY_WORKER_MAX_TASKS_PER_CHILD", CELERY_WORKER_MAX_TASKS_PER_CHILD="5").stdout == "5\n"
     refused = settings_value("CELERY_WORKER_CONCURRENCY", CELERY_WORKER_CONCURRENCY="0")

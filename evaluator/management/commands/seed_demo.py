@@ -9,16 +9,19 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from evaluator.models import Campaign, DocumentCollection, GenerationJob, ModelVariant, TrainingJob
-from evaluator.services.accounts import account_create_or_reset
-from evaluator.services.campaigns import campaign_create
+from evaluator.models import Campaign, CampaignState, DocumentCollection, GenerationJob, ModelVariant, TrainingJob
+from evaluator.roles import ANNOTATOR
+from evaluator.services.accounts import account_create_or_reset, role_groups_ensure
+from evaluator.services.campaigns import campaign_create, campaign_member_add, campaign_state_change
 from evaluator.services.collections import collection_create, documents_add
+from evaluator.services.demo import demo_preparation_fail, demo_preparation_finish, demo_preparation_start
 from evaluator.services.generation import generation_job_queue
 from evaluator.services.imports import prompts_import
 from evaluator.services.training_jobs import qa_file_store, training_job_queue
@@ -53,8 +56,8 @@ class Command(BaseCommand):
         for username, role in DEMO_ACCOUNTS:
             _, password = account_create_or_reset(username=username, role=role)
             self.stdout.write(f"  {role:<10} {username:<18} password: {password}")
-        base_model = self._base_model()
         campaign = self._campaign()
+        base_model = self._base_model(campaign)
         variants = [*self._variants(base_model), self._rag_variant(base_model)]
         if not GenerationJob.objects.filter(campaign=campaign).exists():
             job = generation_job_queue(campaign=campaign, variants=variants)
@@ -81,14 +84,24 @@ class Command(BaseCommand):
             "documents; its answers join the blind rating once it is trained."
         )
 
-    def _base_model(self) -> str:
-        return demo_base_model(
-            wanted=settings.PREFLOOP_BASE_MODEL,
-            fallbacks=(OFFLINE_MODEL,),
-            tiny_dir=Path(settings.PREFLOOP_TINY_MODEL_DIR),
-            say=self.stdout.write,
-            warn=lambda text: self.stdout.write(self.style.WARNING(text)),
-        )
+    def _base_model(self, campaign: Campaign) -> str:
+        """The demo's base, recorded with the reason for it on a demo preparation row that the progress page
+        (/demo/) shows while the choice, and perhaps a conversion, runs."""
+        wanted = settings.PREFLOOP_BASE_MODEL
+        preparation = demo_preparation_start(campaign=campaign, wanted_model=wanted)
+        try:
+            choice = demo_base_choice(
+                wanted=wanted,
+                fallbacks=(OFFLINE_MODEL,),
+                tiny_dir=Path(settings.PREFLOOP_TINY_MODEL_DIR),
+                say=self.stdout.write,
+                warn=lambda text: self.stdout.write(self.style.WARNING(text)),
+            )
+        except BaseException as error:  # Ctrl-C included: the page must not show the step running for ever
+            demo_preparation_fail(preparation=preparation, error=error if str(error) else "interrupted")
+            raise
+        demo_preparation_finish(preparation=preparation, base_model=choice.model, reason=choice.reason)
+        return choice.model
 
     def _campaign(self) -> Campaign:
         campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
@@ -99,7 +112,10 @@ class Command(BaseCommand):
                 overlap=2,
             )
             count = prompts_import(campaign=campaign, file_name=DEMO_PROMPTS.name, data=DEMO_PROMPTS.read_bytes())
-            self.stdout.write(f"Created campaign {campaign.name!r} with {count} prompts.")
+            # A new campaign is a draft served to nobody: the demo's annotators rate it as soon as pairs exist.
+            campaign_member_add(campaign=campaign, group=role_groups_ensure()[ANNOTATOR])
+            campaign_state_change(campaign=campaign, state=CampaignState.ACTIVE)
+            self.stdout.write(f"Created campaign {campaign.name!r} with {count} prompts, open to the annotators.")
         return campaign
 
     def _variants(self, base_model: str) -> list[ModelVariant]:
@@ -141,18 +157,32 @@ class Command(BaseCommand):
         )
 
 
+@dataclass(frozen=True)
+class BaseChoice:
+    model: str
+    reason: str
+
+
 def demo_base_model(
     *, wanted: str, fallbacks: tuple[str, ...], tiny_dir: Path, say: Callable[[str], Any], warn: Callable[[str], Any]
 ) -> str:
     """The demo's base: `wanted` when it loads, else the first fallback that does (a model shipped in a Python
     package, converted once with progress lines), else the built-in tiny model; each step says what and why."""
+    return demo_base_choice(wanted=wanted, fallbacks=fallbacks, tiny_dir=tiny_dir, say=say, warn=warn).model
+
+
+def demo_base_choice(
+    *, wanted: str, fallbacks: tuple[str, ...], tiny_dir: Path, say: Callable[[str], Any], warn: Callable[[str], Any]
+) -> BaseChoice:
+    """`demo_base_model`'s choice with the reason for it in a sentence, as the demo's progress page shows it."""
     from training.models import ModelSpecError, check_model, resolve_model
 
     problem = _model_unavailable(wanted)
     if problem is None:
         say(f"Base model: {wanted}")
-        return wanted
+        return BaseChoice(wanted, "PREFLOOP_BASE_MODEL names it and it loads.")
     warn(f"NOTICE: base model {wanted!r} cannot be loaded ({problem}).")
+    refused = [f"{wanted} cannot be loaded ({problem})"]
     for fallback in fallbacks:
         try:
             say(f"Falling back to {check_model(fallback)}")
@@ -160,9 +190,11 @@ def demo_base_model(
             resolve_model(fallback, progress=lambda line: say(f"  {line}"))
         except ModelSpecError as error:
             warn(f"NOTICE: {fallback!r} cannot be used either ({error}).")
+            refused.append(f"{fallback} cannot be used either ({error})")
             continue
         say(f"Base model: {fallback} (ready in {time.monotonic() - started:.0f} s; later starts reuse the conversion)")
-        return fallback
+        reason = "; ".join(refused) + f". {fallback} is shipped with Prefloop for offline use."
+        return BaseChoice(fallback, reason)
     from training.tiny import ensure_tiny_model
 
     tiny = ensure_tiny_model(tiny_dir)
@@ -170,7 +202,8 @@ def demo_base_model(
         f"NOTICE: falling back to Prefloop's built-in tiny model at {tiny}: its answers are short and rough,\n"
         f"        but every step of the loop runs. Set PREFLOOP_BASE_MODEL to a reachable model to change this."
     )
-    return str(tiny)
+    reason = "; ".join(refused) + ". The built-in tiny model runs every step of the loop, with short, rough answers."
+    return BaseChoice(str(tiny), reason)
 
 
 def _model_unavailable(reference: str) -> str | None:
