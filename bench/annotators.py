@@ -4,10 +4,11 @@
         [--sessions 64] [--seconds 15] [--workers 4] [--threads 4] [--small 10000] [--large 1000000] [--think 5]
 
 DATABASE_URL names the server (any database on it). The script creates a throwaway database
-`prefloop_bench_annotators`, migrates it, seeds annotators (logged in by writing their sessions straight into
-the session table: no password hashing in the measurement) and one campaign of 20,000 comparisons (k = 3), and
-starts `gunicorn prefloop.wsgi` (gthread workers) on a free 127.0.0.1 port against it. Then, for `--seconds`
-each, `--sessions` threads with one keep-alive `http.client` connection and one logged-in annotator each:
+`prefloop_bench_annotators` (PREFLOOP_BENCH_DB names another), migrates it, seeds annotators (logged in by writing
+their sessions straight into the session table: no password hashing in the measurement) and one campaign of 20,000
+comparisons (k = 3), and starts `gunicorn prefloop.wsgi` (gthread workers) on a free 127.0.0.1 port against it.
+Then, for `--seconds` each, `--sessions` threads with one keep-alive `http.client` connection and one logged-in
+annotator each:
 
 - baseline: GET /healthz — Prefloop's most trivial Django view (plain "ok" through the whole middleware stack,
   no query): what the server, the client and the machine can do at best;
@@ -22,13 +23,21 @@ each, `--sessions` threads with one keep-alive `http.client` connection and one 
   after each pause (the server closes idle keep-alive connections after 2 s): the latency an
   annotator sees when the server is not saturated (the loads above never pause, so theirs is mostly queueing).
 
+After the loads it reports what one rating cycle costs the database: `queries_per_cycle`, the statements one
+HTMX submission sends (the session user and roles, the submission, the next claim and its page), counted
+in-process through Django's test client over `CYCLE_SAMPLES` cycles, with the transactions' BEGIN/COMMIT counted
+apart; and `comparison_table`, how the comparison table took the HTTP loads: updates (`n_tup_upd`), of which made
+in place (`n_tup_hot_upd`, a HOT update: no index touched, nothing left for VACUUM to clean in the indexes), their
+ratio, and `n_dead_tup`/`n_live_tup` at the end, with the table's storage parameters (fillfactor, autovacuum).
+
 It then times the service call `assignment_next` in-process for 300 fresh annotators against a
 campaign of `--small` comparisons and the same campaign grown to `--large` (rows made with generate_series).
 The database is dropped at the end, gunicorn stopped. Every loop is bounded by time or count and talks only to
 127.0.0.1. Prints one JSON report: requests/s and p50/p99 latency of both loads, judgements/s, the ratio of
 rating to baseline requests/s, and the claim latency p50/p99 at both sizes; `targets` sets each target against
 its measured value: rating cycles (judgements) per second ≥ 0.4 × the baseline's requests per second, rating
-p99 < 100 ms, claim p50 at the large size ≤ 1.5 × at the small one. With closed-loop sessions the p99 is mostly
+p99 < 100 ms, claim p50 at the large size ≤ 1.5 × at the small one, ≤ 12 statements per rating cycle, and ≥ 80 %
+of the comparison table's updates made in place (HOT). With closed-loop sessions the p99 is mostly
 queueing: about sessions ÷ throughput once the server is saturated, so `--sessions 8` shows the service time.
 Each load also reports the CPU seconds per request spent by the load generator (this process), by gunicorn and
 by the bench database's PostgreSQL backends, and the machine's busy share: client, server and database share the
@@ -53,9 +62,10 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-BENCH_DB = "prefloop_bench_annotators"
+BENCH_DB = os.environ.get("PREFLOOP_BENCH_DB", "prefloop_bench_annotators")
 HTTP_COMPARISONS = 20_000
 CLAIM_SAMPLES = 300
+CYCLE_SAMPLES = 20
 TOKEN = re.compile(r'action="(/rate/[0-9a-f-]+/)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 RADIO = re.compile(r'type="radio" name="([a-z_]+)"')
@@ -90,9 +100,12 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         servers = [gunicorn.pid, *_children(gunicorn.pid)]
         baseline = _load(port, cookies, args.seconds, _baseline_loop, servers)
         floor = _load(port, cookies, args.seconds, _signed_in_loop, servers)
+        table_before = _comparison_table()
         rating = _load(port, cookies, args.seconds, _rating_loop, servers)
         htmx = _load(port, cookies, args.seconds, _htmx_rating_loop, servers)
         paced = _load(port, cookies, 2 * args.seconds, _human_paced(_htmx_rating_loop, args.think), servers)
+        table = _comparison_table_report(table_before, _comparison_table())
+        queries = _queries_per_cycle()
         claims = _claim_latency(args.small, args.large)
     finally:
         if gunicorn:
@@ -115,7 +128,9 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         "rating_to_baseline_requests_ratio": _requests_ratio(rating, baseline),
         "claim_latency": claims,
         "htmx_to_baseline_requests_ratio": _requests_ratio(htmx, baseline),
-        "targets": _targets(baseline, rating, htmx, claims),
+        "queries_per_cycle": queries,
+        "comparison_table": table,
+        "targets": _targets(baseline, rating, htmx, claims, queries, table),
     }
 
 
@@ -124,7 +139,12 @@ def _requests_ratio(load: dict[str, float], baseline: dict[str, float]) -> float
 
 
 def _targets(
-    baseline: dict[str, float], rating: dict[str, float], htmx: dict[str, float], claims: dict[str, object]
+    baseline: dict[str, float],
+    rating: dict[str, float],
+    htmx: dict[str, float],
+    claims: dict[str, object],
+    queries: dict[str, float],
+    table: dict[str, object],
 ) -> dict[str, object]:
     """Each target of the annotator benchmark with the measured value and whether it is met. The throughput
     target is read strictly: rating cycles (judgements) per second against the baseline's requests per second,
@@ -132,10 +152,77 @@ def _targets(
     best = max((rating, htmx), key=lambda load: load["judgements_per_s"])
     cycle_ratio = round(best["judgements_per_s"] / baseline["requests_per_s"], 3)
     claim_ratio = float(claims["p50_ratio_large_to_small"])  # type: ignore[arg-type]
+    statements = queries["statements"]
+    hot = float(table["hot_ratio"])  # type: ignore[arg-type]
     return {
         "cycles_to_baseline_requests": {"value": cycle_ratio, "target": ">= 0.4", "met": cycle_ratio >= 0.4},
         "rating_p99_ms": {"value": best["p99_ms"], "target": "< 100", "met": best["p99_ms"] < 100},
         "claim_p50_large_to_small": {"value": claim_ratio, "target": "<= 1.5", "met": claim_ratio <= 1.5},
+        "queries_per_cycle": {"value": statements, "target": "<= 12", "met": statements <= 12},
+        "comparison_hot_update_ratio": {"value": hot, "target": ">= 0.8", "met": hot >= 0.8},
+    }
+
+
+def _comparison_table() -> dict[str, object]:
+    """The comparison table's counters in pg_stat_user_tables, read after the server's backends have reported
+    theirs (a backend reports at most once a second, when idle), with its storage parameters."""
+    time.sleep(2)
+    with psycopg_connect() as connection:
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = connection.execute(
+            """SELECT s.n_tup_upd, s.n_tup_hot_upd, s.n_dead_tup, s.n_live_tup, c.reloptions
+               FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+               WHERE s.relname = 'evaluator_comparison'"""
+        ).fetchone()
+    updates, hot, dead, live, options = row
+    return {"n_tup_upd": updates, "n_tup_hot_upd": hot, "n_dead_tup": dead, "n_live_tup": live, "options": options}
+
+
+def _comparison_table_report(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:
+    """What the rating loads did to the comparison table: their updates, the share made in place (HOT), and the
+    dead row versions left at the end (autovacuum may have removed some meanwhile)."""
+    updates = int(after["n_tup_upd"]) - int(before["n_tup_upd"])  # type: ignore[call-overload]
+    hot = int(after["n_tup_hot_upd"]) - int(before["n_tup_hot_upd"])  # type: ignore[call-overload]
+    return {
+        "n_tup_upd": updates,
+        "n_tup_hot_upd": hot,
+        "hot_ratio": round(hot / updates, 3) if updates else 0.0,
+        "n_dead_tup": after["n_dead_tup"],
+        "n_live_tup": after["n_live_tup"],
+        "storage_parameters": after["options"],
+    }
+
+
+def _queries_per_cycle() -> dict[str, float]:
+    """Statements one HTMX rating cycle sends to the database, over CYCLE_SAMPLES cycles of a fresh annotator in
+    the HTTP campaign, through Django's test client in this process (the same views and middleware as gunicorn)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    (user,) = _seed_users("counted", 1)
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(user)
+    page = client.get("/rate/").content.decode()
+    statements = control = 0
+    for _ in range(CYCLE_SAMPLES):
+        action = TOKEN.search(page)
+        if action is None:
+            raise RuntimeError("nothing left to rate while counting queries")
+        form = {name: "left" for name in set(RADIO.findall(page))}
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post(action.group(1), form, HTTP_HX_REQUEST="true")
+        if response.status_code != 200:
+            raise RuntimeError(f"HTMX POST {action.group(1)} → {response.status_code}")
+        page = response.content.decode()
+        sent = [query["sql"] for query in queries.captured_queries]
+        transaction_control = sum(sql.split()[0] in ("BEGIN", "COMMIT") for sql in sent)
+        control += transaction_control
+        statements += len(sent) - transaction_control
+    return {
+        "cycles": CYCLE_SAMPLES,
+        "statements": round(statements / CYCLE_SAMPLES, 2),
+        "begin_commit": round(control / CYCLE_SAMPLES, 2),
     }
 
 
@@ -445,7 +532,9 @@ def _claim_latency(small: int, large: int) -> dict[str, object]:
             _seed_comparisons("Claims", size - small, overlap=3, campaign_id=campaign_id)
         with connection.cursor() as cursor:  # the same starting state for both sizes
             cursor.execute("DELETE FROM evaluator_assignment")
-            cursor.execute("UPDATE evaluator_comparison SET live_assignments = 0 WHERE live_assignments > 0")
+            cursor.execute(
+                "UPDATE evaluator_comparison SET live_assignments = 0, claimable = true WHERE live_assignments > 0"
+            )
         timings = []
         for user in users:
             started = time.perf_counter()

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import UploadedFile
+from django.db.models import QuerySet
 
 from evaluator.models import (
     DEFAULT_CRITERIA,
@@ -186,7 +187,38 @@ class PromptImportForm(forms.Form):
         return upload
 
 
-class VariantForm(forms.Form):
+def choosable_variants() -> "QuerySet[ModelVariant]":
+    """The variants a form offers to choose from: archived ones are kept with their data but offered nowhere."""
+    return ModelVariant.objects.filter(archived_at__isnull=True)
+
+
+class GenerationSettingsForm(forms.Form):
+    """How a variant answers (training.generation.settings.GenerationSettings); editable until it has answers."""
+
+    temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0 means greedy.")
+    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.95)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=96)
+    samples_per_prompt = forms.IntegerField(
+        min_value=1, max_value=8, initial=1, required=False, help_text="Answers to each prompt; empty: 1."
+    )
+
+    def generation_settings(self) -> dict[str, Any]:
+        settings_ = {key: self.cleaned_data[key] for key in ("temperature", "top_p", "max_new_tokens")}
+        return {**settings_, "samples_per_prompt": self.cleaned_data["samples_per_prompt"] or 1}
+
+
+class VariantForm(GenerationSettingsForm):
+    field_order = [
+        "name",
+        "base_model",
+        "adapter_path",
+        "quantization",
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "samples_per_prompt",
+    ]
+
     name = forms.CharField(max_length=120, help_text="Only admins and researchers ever see this name.")
     base_model = forms.CharField(
         max_length=500,
@@ -195,12 +227,6 @@ class VariantForm(forms.Form):
     )
     adapter_path = forms.CharField(max_length=500, required=False, help_text="Optional PEFT adapter folder.")
     quantization = forms.ChoiceField(choices=Quantization.choices, initial=Quantization.NONE)
-    temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0 means greedy.")
-    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.95)
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=96)
-    samples_per_prompt = forms.IntegerField(
-        min_value=1, max_value=8, initial=1, required=False, help_text="Answers to each prompt; empty: 1."
-    )
     collection = forms.ModelChoiceField(
         queryset=DocumentCollection.objects.all(),
         required=False,
@@ -243,9 +269,26 @@ class VariantForm(forms.Form):
                 raise forms.ValidationError(str(error)) from None
         return adapter_path
 
-    def generation_settings(self) -> dict[str, Any]:
-        settings_ = {key: self.cleaned_data[key] for key in ("temperature", "top_p", "max_new_tokens")}
-        return {**settings_, "samples_per_prompt": self.cleaned_data["samples_per_prompt"] or 1}
+
+class VariantRenameForm(forms.Form):
+    name = forms.CharField(max_length=120, label="New name", help_text="Only admins and researchers see it.")
+
+    def __init__(self, *args: Any, variant: ModelVariant, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {"name": variant.name})
+        super().__init__(*args, **kwargs)
+        self.variant = variant
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if ModelVariant.objects.filter(name=name).exclude(pk=self.variant.pk).exists():
+            raise forms.ValidationError(f"A variant named “{name}” already exists.")
+        return name
+
+
+class VariantArchiveForm(forms.Form):
+    """Archive or unarchive, from the button pressed."""
+
+    action = forms.ChoiceField(choices=[("archive", "Archive"), ("unarchive", "Unarchive")])
 
 
 class ModelExportForm(forms.Form):
@@ -311,7 +354,7 @@ class DocumentUploadForm(forms.Form):
 
 
 class GenerationForm(forms.Form):
-    variants = forms.ModelMultipleChoiceField(queryset=ModelVariant.objects.all(), widget=forms.CheckboxSelectMultiple)
+    variants = forms.ModelMultipleChoiceField(queryset=choosable_variants(), widget=forms.CheckboxSelectMultiple)
     samples_per_prompt = forms.IntegerField(
         min_value=1, max_value=8, required=False, help_text="Empty: each variant's own samples per prompt."
     )
@@ -332,7 +375,7 @@ class RetrainForm(forms.Form):
 
     method = forms.ChoiceField(choices=TrainingJob.Method.choices, initial=TrainingJob.Method.DPO)
     parent_variant = forms.ModelChoiceField(
-        queryset=ModelVariant.objects.all(),
+        queryset=choosable_variants(),
         help_text="The variant the new adapter improves on; the new variant is rated blind against it.",
     )
     source_campaigns = forms.ModelMultipleChoiceField(
@@ -397,6 +440,51 @@ class RetrainForm(forms.Form):
     target_modules = forms.CharField(
         initial="all-linear", max_length=500, help_text="all-linear, or names, comma-separated."
     )
+
+    # How the retrain page groups the fields: (legend, what the group decides, field names); every field once.
+    FIELDSETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+        ("Method and parent", "What to train, and from which variant.", ("method", "parent_variant")),
+        (
+            "Data selection",
+            "Which judgements become preference pairs, and which prompts stay out for the new round.",
+            (
+                "source_campaigns",
+                "criterion",
+                "min_agreement",
+                "include_gold",
+                "exclude_flagged",
+                "held_out_share",
+                "held_out_ids",
+            ),
+        ),
+        ("SFT data", "Used by SFT only: what the model is taught to answer.", ("sft_source", "qa_file", "qa_set")),
+        (
+            "QLoRA",
+            "How the base is loaded and the adapter shaped.",
+            ("load_in_4bit", "double_quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules"),
+        ),
+        ("DPO", "Used by DPO only.", ("beta",)),
+        (
+            "Schedule",
+            "Optimiser, steps and checkpoints.",
+            (
+                "learning_rate",
+                "num_train_epochs",
+                "max_steps",
+                "per_device_train_batch_size",
+                "gradient_accumulation_steps",
+                "max_length",
+                "optim",
+                "seed",
+                "save_steps",
+                "report_to",
+            ),
+        ),
+    )
+
+    def fieldsets(self) -> list[tuple[str, str, list[forms.BoundField]]]:
+        """The bound fields in FIELDSETS' groups, for the retrain page."""
+        return [(legend, note, [self[name] for name in names]) for legend, note, names in self.FIELDSETS]
 
     def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
         """`campaign`: the campaign the job is queued from; its rubric gives the criteria to choose from."""
@@ -635,7 +723,7 @@ class QASetForm(forms.Form):
         queryset=DocumentCollection.objects.all(), help_text="An indexed collection: each chunk is one request."
     )
     variant = forms.ModelChoiceField(
-        queryset=ModelVariant.objects.all(),
+        queryset=choosable_variants(),
         label="Model",
         help_text="The variant whose base model and adapter write the pairs, decoding greedily.",
     )

@@ -320,6 +320,9 @@ class ModelVariant(models.Model):
         blank=True, help_text="Prompt with {context} and {question}; empty: the built-in template."
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Archived: left out of every list a variant is chosen from (generation, retrain parent, Q&A model, exports),
+    # kept with its answers, judgements and children; unarchiving brings it back.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -391,11 +394,18 @@ class Comparison(models.Model):
     variant_b = models.ForeignKey(ModelVariant, on_delete=models.PROTECT, related_name="+")
     # Gold items carry a known answer; they measure annotators and are left out of statistics on request.
     gold_outcome = models.CharField(max_length=3, choices=Outcome.choices, null=True, blank=True)  # noqa: DJ001
-    # Denormalised for the assignment engine's index scans (evaluator/services/rating.py): refreshed from the
-    # assignment and judgement rows, under the comparison's row lock, whenever the engine touches a comparison.
-    # They only rank candidates; the cap of k live assignments is re-counted under the lock before every claim.
+    # Denormalised for the assignment engine (evaluator/services/rating.py), kept up to date by it under the
+    # comparison's row lock; they only rank candidates: the cap of k live assignments is re-counted under the lock
+    # on every claim. None of the counters is indexed (only claimable, which flips once per k claims, and rank_key,
+    # which never changes): a claim or a submission changes no indexed column, so PostgreSQL updates the row in
+    # place (a HOT update, room kept free by the table's fillfactor, migration 0016), touching no index.
     live_assignments = models.PositiveSmallIntegerField(default=0, help_text="Completed or leased assignments.")
+    # live_assignments < the campaign's overlap, as of the last write: the one indexed column a claim may change,
+    # and only when it takes the last slot (or a release frees one).
+    claimable = models.BooleanField(default=True, db_default=True)
     judgement_count = models.PositiveIntegerField(default=0)
+    votes_a = models.PositiveIntegerField(default=0, db_default=0, help_text="Overall votes for side a.")
+    votes_b = models.PositiveIntegerField(default=0, db_default=0, help_text="Overall votes for side b.")
     vote_margin = models.FloatField(default=0.0, help_text="|a − b| / (a + b) of decisive overall votes; 0 if none.")
     rank_key = models.FloatField(default=random_rank)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -417,22 +427,16 @@ class Comparison(models.Model):
         ]
         indexes = [
             models.Index(fields=["campaign", "id"], name="comparison_campaign_idx"),
-            # Random selection: one range scan per fill level, from a random point of rank_key.
+            # The claim's candidates: a range of rank_key from a random point, among comparisons with room.
             models.Index(
-                fields=["campaign", "live_assignments", "rank_key"],
-                condition=Q(gold_outcome__isnull=True),
-                name="comparison_pool_idx",
+                fields=["campaign", "rank_key"],
+                condition=Q(gold_outcome__isnull=True, claimable=True),
+                name="comparison_claim_idx",
             ),
             models.Index(
-                fields=["campaign", "live_assignments", "rank_key"],
-                condition=Q(gold_outcome__isnull=False),
-                name="comparison_gold_pool_idx",
-            ),
-            # Active selection: fewest judgements first, then closest to a 50/50 split.
-            models.Index(
-                fields=["campaign", "judgement_count", "vote_margin", "rank_key"],
-                condition=Q(gold_outcome__isnull=True),
-                name="comparison_active_idx",
+                fields=["campaign", "rank_key"],
+                condition=Q(gold_outcome__isnull=False, claimable=True),
+                name="comparison_gold_claim_idx",
             ),
         ]
 
@@ -455,6 +459,9 @@ class Assignment(models.Model):
     # A skipped pair goes back to the pool at once (released) and never comes back to this annotator.
     skipped_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=500, blank=True)
+    # Not a column: the annotator's rated pairs in the campaign, read by the claim that returned this assignment
+    # in the same query (services/rating.py), so the pair page does not count them again; None when not read.
+    rated_in_campaign: int | None = None
 
     class Meta:
         constraints = [

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from evaluator.views import demo, health, manage, people, qa, rating, stats, training
+from evaluator.views import demo, health, manage, people, qa, rating, stats, training, workers
 
 urlpatterns = [
     path("", rating.home, name="home"),
@@ -50,6 +50,10 @@ urlpatterns = [
     path("manage/jobs/<int:job_id>/cancel/", training.training_job_cancel, name="training_job_cancel"),
     path("manage/jobs/<int:job_id>/resume/", training.training_job_resume, name="training_job_resume"),
     path("manage/variants/", training.variant_tree, name="variant_tree"),
+    path("manage/variants/<int:variant_id>/", manage.variant_detail, name="variant_detail"),
+    path("manage/variants/<int:variant_id>/rename/", manage.variant_rename, name="variant_rename"),
+    path("manage/variants/<int:variant_id>/settings/", manage.variant_settings_update, name="variant_settings_update"),
+    path("manage/variants/<int:variant_id>/archive/", manage.variant_archive, name="variant_archive"),
     path("manage/variants/<int:variant_id>/export/", training.variant_export, name="variant_export"),
     path("manage/exports/<int:export_id>/download/", training.variant_export_download, name="variant_export_download"),
     path("manage/collections/", training.collections, name="collections"),
@@ -71,6 +75,7 @@ urlpatterns = [
         people.annotator_unflag,
         name="annotator_unflag",
     ),
+    path("manage/workers/", workers.workers, name="workers"),
     path("manage/users/", people.users, name="users"),
     path("manage/users/new/", people.user_create, name="user_create"),
     path("manage/users/<int:user_id>/roles/", people.user_roles_update, name="user_roles_update"),

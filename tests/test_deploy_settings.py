@@ -24,8 +24,11 @@ PRODUCTION = {
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process (Playwright's sync API runs an event loop);
+    # a deployment never has it, and check --deploy rightly refuses it.
+    inherited = {name: value for name, value in os.environ.items() if name != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+        [sys.executable, *args], cwd=REPO, env={**inherited, **env}, capture_output=True, text=True, timeout=120
     )
 
 

@@ -14,3 +14,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefloop.settings")
 app = Celery("prefloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
+
+# The workers page's remote-control command (registered on import, answered by every worker of this app).
+import workers.control  # noqa: E402, F401

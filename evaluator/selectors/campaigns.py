@@ -178,12 +178,14 @@ def annotator_progress(*, annotator: User) -> dict[str, int]:
     )
 
 
-def annotator_campaign_progress(*, annotator: User, campaign: Campaign) -> dict[str, Any]:
+def annotator_campaign_progress(*, annotator: User, campaign: Campaign, done: int | None = None) -> dict[str, Any]:
     """The annotator's rated pairs in one campaign, their quota there (None: no limit) and the campaign's share
-    of wanted judgements already given (0–100)."""
-    done = Assignment.objects.filter(
-        annotator=annotator, comparison__campaign=campaign, completed_at__isnull=False
-    ).count()
+    of wanted judgements already given (0–100). `done`: the rated pairs when already read (the claim reads them
+    with the pair it returns, ``Assignment.rated_in_campaign``), else counted here."""
+    if done is None:
+        done = Assignment.objects.filter(
+            annotator=annotator, comparison__campaign=campaign, completed_at__isnull=False
+        ).count()
     return {
         "done": done,
         "quota": campaign.quota_per_annotator,

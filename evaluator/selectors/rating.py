@@ -63,6 +63,14 @@ def campaign_is_servable(*, campaign_id: int, annotator: User) -> bool:
     return campaigns_servable(annotator=annotator).filter(pk=campaign_id).exists()
 
 
+def campaign_served(*, campaign_id: int, annotator: User) -> Exists:
+    """An SQL condition, true while the campaign is active and `annotator` assigned to it: evaluated by the
+    statement that uses it (the submission's conditional update), so it reads the state as that statement runs."""
+    return Exists(
+        Campaign.objects.filter(pk=campaign_id, state=CampaignState.ACTIVE).filter(Exists(_assigned(annotator)))
+    )
+
+
 def campaign_state_for(*, campaign_id: int, annotator: User) -> tuple[str, bool]:
     """The campaign's state and whether `annotator` is assigned to it, read together now (one query)."""
     row = Campaign.objects.filter(pk=campaign_id).values_list("state", Exists(_assigned(annotator))).get()

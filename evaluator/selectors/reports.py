@@ -125,22 +125,22 @@ def _bias_facts(position: dict[str, Any], length: dict[str, Any]) -> list[tuple[
     return [
         (
             "Left answer chosen (overall, decisive votes)",
-            f"{_pct(position.get('left_share'))} of {position.get('n', 0)}, p = {_p(position.get('p_value'))}",
+            f"{_pct(position.get('left_share'))} of {position.get('n', 0)}, {_p(position.get('p_value'))}",
         ),
         (
             "Left-side effect in a Bradley-Terry fit (log-odds)",
             f"{_num(position.get('left_advantage'))} [{_num(position.get('left_advantage_ci_low'))}, "
-            f"{_num(position.get('left_advantage_ci_high'))}], p = {_p(position.get('left_advantage_p_value'))}",
+            f"{_num(position.get('left_advantage_ci_high'))}], {_p(position.get('left_advantage_p_value'))}",
         ),
         (
             "Longer answer chosen (decisive votes)",
             f"{_pct(length.get('longer_share'))} of {length.get('n_decisive', 0)}, "
-            f"p = {_p(length.get('longer_share_p_value'))}",
+            f"{_p(length.get('longer_share_p_value'))}",
         ),
         (
             "Length effect per 1,000 characters, controlled for variant (log-odds)",
             f"{_num(length.get('slope_per_1k_chars'))} [{_num(length.get('slope_ci_low'))}, "
-            f"{_num(length.get('slope_ci_high'))}], p = {_p(length.get('slope_p_value'))}",
+            f"{_num(length.get('slope_ci_high'))}], {_p(length.get('slope_p_value'))}",
         ),
     ]
 
@@ -154,9 +154,10 @@ def _num(value: Any) -> str:
 
 
 def _p(value: Any) -> str:
+    """The p-value as said in a sentence: "p < 0.001" or "p = 0.042" (never "p = < 0.001")."""
     if not _finite(value):
-        return "–"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+        return "p: –"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 def _records(frame: pd.DataFrame, names: dict[int, str]) -> list[dict[str, Any]]:

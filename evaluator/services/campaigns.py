@@ -17,6 +17,7 @@ from evaluator.models import (
     default_criteria,
 )
 from evaluator.rubric import rubric_problems
+from evaluator.services.rating import comparison_claimable_refresh
 
 # Campaigns and prompts -------------------------------------------------------------------------------------
 
@@ -90,6 +91,8 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
         setattr(campaign, field, changes[field])
     if changed:
         campaign.save(update_fields=changed)
+    if "overlap" in changed:  # the claim index holds only comparisons with room under the overlap
+        comparison_claimable_refresh(campaign=campaign)
     return campaign
 
 

@@ -22,14 +22,21 @@ Invariants, and what holds each:
 - A pair whose two answers read the same (``selectors.rating.answers_identical``) is never served: pairing does
   not create one (evaluator/services/generation.py) and the claim passes over one made before that rule.
 
-Candidates come from indexed range scans over denormalised columns of Comparison (``live_assignments``,
-``judgement_count``, ``vote_margin``, ``rank_key``; partial indexes split gold from ordinary items), never from
-a count over all comparisons nor ``ORDER BY random()``: a claim costs the same with 10k or 1M comparisons. The
-columns are refreshed from the assignment/judgement rows under the row lock whenever the engine touches a
-comparison; they only rank candidates, so a stale value (rows written by a factory or an import) costs at most
-a skipped candidate, never a broken cap. Expired leases are handed back in bounded batches by
-``leases_release``, which each claim runs in its own transaction (after the annotator's open lease is looked up),
-through a partial index on unfinished, unreleased leases.
+Candidates come from range scans of one index, ``(campaign, rank_key)`` over comparisons with room
+(``claimable``), never from a count over all comparisons nor ``ORDER BY random()``: a claim costs the same with
+10k or 1M comparisons. The ranking counters (``live_assignments``, ``judgement_count``, ``votes_a``/``votes_b``,
+``vote_margin``) are denormalised on Comparison and in no index, so a claim or a submission updates the row in
+place (a HOT update: no index entry written, nothing left in the indexes for VACUUM; docs/deployment.md); only
+``claimable``, which flips when the last slot is taken or one is freed, is indexed. A claim sets
+``live_assignments`` from a re-count taken by the very UPDATE that takes the slot (under the row lock); a submission
+adds to the counters with F expressions in one UPDATE; the rare paths (a late submission, a skip, a release)
+re-count them under the lock. They only rank candidates, so a stale value (rows written by a factory or an import)
+costs at most a skipped candidate, never a broken cap. Expired leases are handed back in bounded batches by
+``leases_release``, which a claim runs in its own transaction when its first query saw one waiting, through a
+partial index on unfinished, unreleased leases.
+
+A rating cycle (submit, claim the next pair, show it) is twelve statements with the view's reads
+(tests/evaluator/test_rating_cycle_queries.py): each of them runs for every judgement of every annotator.
 
 SQLite fallback: ``select_for_update`` is a no-op there, but settings open every SQLite transaction with
 ``BEGIN IMMEDIATE`` (``transaction_mode``), which takes the database's single write lock at the start of
@@ -40,7 +47,8 @@ one committed, and the same re-count and unique constraints hold every invariant
 import random
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -48,7 +56,24 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Cast
+from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from evaluator.errors import ServiceError
@@ -67,6 +92,7 @@ from evaluator.models import (
 from evaluator.selectors.rating import (
     answers_identical,
     campaign_judgement_counted,
+    campaign_served,
     campaign_state_for,
     campaigns_servable,
 )
@@ -97,23 +123,89 @@ def assignment_next(
     with transaction.atomic():
         # One annotator's claims run one at a time: the quota and "one open lease" checks below stay true.
         get_user_model().objects.select_for_update(no_key=True).filter(pk=annotator.pk).exists()
-        servable = campaigns_servable(annotator=annotator)
-        current = _open_assignment(annotator, now, servable)
-        if current:
-            return current
+        served = _campaigns_served(annotator, now)
+        open_id = served[0].open_id if served else None
+        if open_id is not None:
+            return _assignment_shown(open_id)
         if campaign is not None:
-            servable = servable.filter(pk=campaign.pk)
-            if not servable.exists():
+            served = [candidate for candidate in served if candidate.campaign.pk == campaign.pk]
+            if not served:
                 raise ServiceError(_not_served(campaign))
-        _leases_release(now, settings.PREFLOOP_LEASE_RELEASE_BATCH)
-        for served in servable:
-            quota = served.quota_per_annotator
-            if quota is not None and _quota_used(served, annotator, now) >= quota:
+        if served and served[0].leases_expired:
+            _leases_release(now, settings.PREFLOOP_LEASE_RELEASE_BATCH)
+        for candidate in served:
+            quota = candidate.campaign.quota_per_annotator
+            if quota is not None and candidate.quota_used >= quota:
                 continue
-            claimed = _claim_in_campaign(served, annotator, now)
+            claimed = _claim_in_campaign(candidate.campaign, annotator, now)
             if claimed:
                 return claimed
     return None
+
+
+@dataclass(frozen=True)
+class _Served:
+    campaign: Campaign
+    open_id: int | None
+    leases_expired: bool
+    quota_used: int
+
+
+def _campaigns_served(annotator: User, now: datetime) -> list[_Served]:
+    """The campaigns served to `annotator` (selectors.rating.campaigns_servable), each read with what the claim
+    needs, in this one query: ``open_id``, the annotator's oldest open lease in any of them (the same on every
+    row); ``leases_expired``, whether any lease anywhere waits to be handed back; ``quota_used``, the annotator's
+    completed and live leased assignments in the campaign (counted only where the campaign has a quota)."""
+    servable = campaigns_servable(annotator=annotator)
+    open_leases = Assignment.objects.filter(
+        annotator=annotator,
+        completed_at__isnull=True,
+        released=False,
+        lease_expires_at__gt=now,
+        comparison__campaign__in=servable.values("pk"),
+    ).order_by("created_at")
+    expired = Assignment.objects.filter(completed_at__isnull=True, released=False, lease_expires_at__lte=now)
+    used = Assignment.objects.filter(annotator=annotator, comparison__campaign=OuterRef("pk")).filter(_live(now))
+    rows = servable.annotate(
+        open_id=Subquery(open_leases.values("pk")[:1]),
+        leases_expired=Exists(expired),
+        # In a CASE, PostgreSQL counts only for the campaigns with a quota.
+        quota_used=Case(When(quota_per_annotator__isnull=False, then=_count(used)), default=Value(0)),
+    )
+    return [_Served(row, row.open_id, row.leases_expired, row.quota_used) for row in rows]
+
+
+def _live(now: datetime) -> Q:
+    """An assignment that holds one of its comparison's k slots: completed, or leased and neither expired nor
+    released."""
+    return Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False)
+
+
+def _count(queryset: QuerySet[Assignment]) -> Subquery:
+    """COUNT(*) of `queryset` as a scalar subquery (one row, 0 when empty: no GROUP BY)."""
+    counted = queryset.order_by().annotate(n=Func(F("pk"), function="COUNT", output_field=IntegerField()))
+    return Subquery(counted.values("n"), output_field=IntegerField())
+
+
+def _assignment_shown(assignment_id: int) -> Assignment:
+    """One assignment with everything the pair page shows, in one five-table select."""
+    rated = _rated(OuterRef("annotator_id"), OuterRef("comparison__campaign_id"))
+    assignment = (
+        Assignment.objects.select_related(
+            "comparison__campaign", "comparison__prompt", "comparison__candidate_a", "comparison__candidate_b"
+        )
+        .annotate(rated=rated)
+        .get(pk=assignment_id)
+    )
+    assignment.rated_in_campaign = assignment.rated
+    return assignment
+
+
+def _rated(annotator: int | OuterRef, campaign: int | OuterRef) -> Subquery:
+    """How many pairs the annotator has rated in the campaign (ids or OuterRefs), as a scalar subquery."""
+    return _count(
+        Assignment.objects.filter(annotator=annotator, comparison__campaign=campaign, completed_at__isnull=False)
+    )
 
 
 def _not_served(campaign: Campaign) -> str:
@@ -121,37 +213,6 @@ def _not_served(campaign: Campaign) -> str:
     if state is not None and state != CampaignState.ACTIVE:
         return f"“{campaign.name}” is {CampaignState(state).in_words}: no pairs are served from it."
     return f"You are not assigned to “{campaign.name}”."
-
-
-def _open_assignment(annotator: User, now: datetime, servable: QuerySet[Campaign]) -> Assignment | None:
-    # Its id first: usually there is none (the last pair was just submitted), and the five-table select that the
-    # pair page needs costs more to build than to run. A lease in a campaign no longer served (paused, closed,
-    # unassigned) is passed over; it expires on its own.
-    open_id = (
-        Assignment.objects.filter(
-            annotator=annotator,
-            completed_at__isnull=True,
-            released=False,
-            lease_expires_at__gt=now,
-            comparison__campaign__in=servable.values("pk"),
-        )
-        .order_by("created_at")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if open_id is None:
-        return None
-    return Assignment.objects.select_related(
-        "comparison__campaign", "comparison__prompt", "comparison__candidate_a", "comparison__candidate_b"
-    ).get(pk=open_id)
-
-
-def _quota_used(campaign: Campaign, annotator: User, now: datetime) -> int:
-    return (
-        Assignment.objects.filter(annotator=annotator, comparison__campaign=campaign)
-        .filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False))
-        .count()
-    )
 
 
 def _claim_in_campaign(campaign: Campaign, annotator: User, now: datetime) -> Assignment | None:
@@ -164,94 +225,90 @@ def _claim_in_campaign(campaign: Campaign, annotator: User, now: datetime) -> As
     # A candidate locked by another claim is skipped, not waited on; when that was all that stood in the way,
     # look again shortly (the other claim commits within milliseconds) before telling the annotator "done".
     for attempt in range(CLAIM_ATTEMPTS):
-        skipped = 0
+        blocked = False
         for gold in pools:
-            for candidate_ids in _candidate_batches(campaign, annotator, gold=gold):
-                claimed, skipped_now = _claim_first_free(campaign, annotator, candidate_ids, now)
-                if claimed:
-                    return claimed
-                skipped += skipped_now
-        if not skipped:
+            claimed, pool_blocked = _claim_from_pool(campaign, annotator, now, gold=gold)
+            if claimed:
+                return claimed
+            blocked = blocked or pool_blocked
+        if not blocked:
             return None
         time.sleep(0.005 * (attempt + 1))
     return None
 
 
-def _candidate_batches(campaign: Campaign, annotator: User, *, gold: bool) -> Iterator[list[int]]:
-    """Lists of candidate comparison ids, best first, each from one indexed ``ORDER BY … LIMIT`` scan."""
+def _claim_from_pool(
+    campaign: Campaign, annotator: User, now: datetime, *, gold: bool
+) -> tuple[Assignment | None, bool]:
+    """A comparison of one pool (gold or not) claimed; else None and whether rows locked by other claims were all
+    that stood in the way.
+
+    Each try is one query that picks, locks and reads (with what the pair page shows) the best of a batch of
+    candidates: the first PREFLOOP_CLAIM_CANDIDATES comparisons with room from a random point of rank_key, and as
+    many from its start (two range scans of the claim index, which holds no counter). Random selection serves the
+    least filled of them first (breadth before depth), active selection the fewest judged, then the closest to a
+    50/50 split. A candidate another claim holds is skipped (``FOR NO KEY UPDATE SKIP LOCKED``), not waited on."""
+    pool = Comparison.objects.filter(
+        campaign=campaign, gold_outcome__isnull=not gold, claimable=True, live_assignments__lt=campaign.overlap
+    ).exclude(pk__in=Assignment.objects.filter(annotator=annotator).values("comparison_id"))
+    order = (
+        ("judgement_count", "vote_margin", "rank_key")
+        if campaign.selection == Selection.ACTIVE
+        else ("live_assignments", "rank_key")
+    )
+    start = random.random()  # noqa: S311 - a shuffle, not a secret
     size = settings.PREFLOOP_CLAIM_CANDIDATES
-    pool = Comparison.objects.filter(campaign=campaign, gold_outcome__isnull=not gold).exclude(
-        pk__in=Assignment.objects.filter(annotator=annotator).values("comparison_id")
-    )
-    if campaign.selection == Selection.ACTIVE and not gold:
-        least_settled_first = pool.filter(live_assignments__lt=campaign.overlap).order_by(
-            "judgement_count", "vote_margin", "rank_key"
-        )
-        ids = _pks(_rows(least_settled_first, size))
-        if ids:
-            yield ids
-        return
-    # Random: the emptiest comparisons first (breadth before depth), in rank_key order from a random point.
-    # Each fill level is one range of the (campaign, live_assignments, rank_key) index, found by the same query
-    # (a subquery asks the index for the lowest level above the last one that has rows).
-    open_pool = pool.filter(live_assignments__lt=campaign.overlap)
-    level = -1
+    passed: list[int] = []  # locked but not claimable: full once re-counted, or two identical answers
     while True:
-        lowest = open_pool.filter(live_assignments__gt=level).order_by("live_assignments", "rank_key")
-        same_level = pool.filter(live_assignments=Subquery(lowest.values("live_assignments")[:1]))
-        start = random.random()  # noqa: S311 - a shuffle, not a secret
-        rows = _rows(same_level.filter(rank_key__gte=start).order_by("rank_key"), size)
-        if len(rows) < size:
-            rows += _rows(same_level.filter(rank_key__lt=start).order_by("rank_key"), size - len(rows))
-        if not rows:
-            return
-        level = rows[0][1]
-        yield _pks(rows)
+        open_pool = pool.exclude(pk__in=passed)
+        after = open_pool.filter(rank_key__gte=start).order_by("rank_key").values("pk")[:size]
+        before = open_pool.filter(rank_key__lt=start).order_by("rank_key").values("pk")[:size]
+        batch = Comparison.objects.filter(Q(pk__in=after) | Q(pk__in=before)).order_by(*order)
+        # The annotator's rated pairs in the campaign ride along for the pair page (an InitPlan, counted once).
+        comparison = _lock_first(batch.annotate(rated=_rated(annotator.pk, campaign.pk)))
+        if comparison is None:
+            return None, open_pool.exists()
+        assignment = _claim(comparison, campaign, annotator, now)
+        if assignment is not None:
+            return assignment, False
+        passed.append(comparison.pk)
 
 
-def _rows(queryset: QuerySet[Comparison], limit: int) -> list[tuple[int, int]]:
-    """(id, live_assignments) of the first `limit` comparisons."""
-    return list(queryset.values_list("pk", "live_assignments")[:limit])
-
-
-def _pks(rows: list[tuple[int, int]]) -> list[int]:
-    return [pk for pk, _ in rows]
-
-
-def _claim_first_free(
-    campaign: Campaign, annotator: User, candidate_ids: list[int], now: datetime
-) -> tuple[Assignment | None, int]:
-    """The first candidate with room, claimed; and how many candidates were skipped as locked by others."""
-    # Lock the candidates; one another annotator is claiming right now is skipped, not waited on.
-    locked = set(
-        Comparison.objects.select_for_update(skip_locked=True, no_key=True)
-        .filter(pk__in=candidate_ids)
-        .values_list("pk", flat=True)
+def _lock_first(candidates: QuerySet[Comparison]) -> Comparison | None:
+    """The first of `candidates` no other transaction holds, locked, with its prompt and both answers."""
+    return (
+        candidates.select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .select_related("prompt", "candidate_a", "candidate_b")
+        .first()
     )
-    for pk in candidate_ids:
-        if pk not in locked:
-            continue
-        live = _live_count(pk, now)
-        if live >= campaign.overlap:
-            Comparison.objects.filter(pk=pk).update(live_assignments=live)  # a stale counter, put right
-            continue
-        # What the pair page shows, in one query rather than one per relation; read before claiming, so that a
-        # pair of identical answers (one paired before they were left out, or imported) is passed over.
-        comparison = Comparison.objects.select_related("prompt", "candidate_a", "candidate_b").get(pk=pk)
-        if answers_identical(comparison.candidate_a.text, comparison.candidate_b.text):
-            continue
-        assignment = Assignment.objects.create(
-            comparison_id=pk,
-            annotator=annotator,
-            left_is_a=left_is_a_draw(),
-            lease_expires_at=now + timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES),
-        )
-        Comparison.objects.filter(pk=pk).update(live_assignments=live + 1)
-        comparison.live_assignments = live + 1
-        assignment.comparison = comparison
-        assignment.comparison.campaign = campaign
-        return assignment, 0
-    return None, len(candidate_ids) - len(locked)
+
+
+def _claim(comparison: Comparison, campaign: Campaign, annotator: User, now: datetime) -> Assignment | None:
+    """A lease on a locked comparison when it still has room; None when full or its two answers read the same."""
+    # A pair of identical answers (one paired before they were left out, or imported) is passed over.
+    if answers_identical(comparison.candidate_a.text, comparison.candidate_b.text):
+        return None
+    # The cap, re-counted from the assignment rows by the statement that takes the slot: under the row lock, this
+    # statement sees every commit of the transactions that held it. The counter is set from the same count.
+    live = _count(Assignment.objects.filter(comparison_id=comparison.pk).filter(_live(now)))
+    taken = (
+        Comparison.objects.filter(pk=comparison.pk)
+        .filter(LessThan(live, campaign.overlap))
+        .update(live_assignments=live + 1, claimable=LessThan(live + 1, campaign.overlap))
+    )
+    if not taken:  # a stale counter, put right
+        Comparison.objects.filter(pk=comparison.pk).update(live_assignments=live, claimable=False)
+        return None
+    assignment = Assignment.objects.create(
+        comparison=comparison,
+        annotator=annotator,
+        left_is_a=left_is_a_draw(),
+        lease_expires_at=now + timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES),
+    )
+    comparison.live_assignments += 1  # as read under the lock; exact unless rows were written around the engine
+    comparison.campaign = campaign
+    assignment.rated_in_campaign = comparison.rated  # type: ignore[attr-defined] # annotated by the claim's query
+    return assignment
 
 
 def left_is_a_draw() -> bool:
@@ -260,9 +317,7 @@ def left_is_a_draw() -> bool:
 
 
 def _live_count(comparison_id: int, now: datetime, *, excluding: int | None = None) -> int:
-    live = Assignment.objects.filter(comparison_id=comparison_id).filter(
-        Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False)
-    )
+    live = Assignment.objects.filter(comparison_id=comparison_id).filter(_live(now))
     if excluding is not None:
         live = live.exclude(pk=excluding)
     return live.count()
@@ -288,7 +343,7 @@ def _leases_release(now: datetime, limit: int) -> int:
     # Sorted, so that two releasing transactions lock shared comparisons in the same order.
     for comparison_id in sorted({comparison_id for _, comparison_id in expired}):
         _lock(comparison_id)
-        Comparison.objects.filter(pk=comparison_id).update(live_assignments=_live_count(comparison_id, now))
+        _live_set(comparison_id, _live_count(comparison_id, now))
     return len(expired)
 
 
@@ -309,56 +364,119 @@ def judgement_submit(
     choices: Mapping[str, str],
     rationale: str = "",
     now: datetime | None = None,
+    assignment: Assignment | None = None,
 ) -> Judgement:
     """Record a judgement for an assignment; a repeated submission returns the stored one unchanged.
 
     `choices` maps each criterion slug (plus "overall") to the screen side chosen: left, right or tie, or
-    both_bad where the campaign allows it (stored as a tie with ``both_bad`` set). The assignment row lock makes
-    concurrent submissions of one token store one judgement.
+    both_bad where the campaign allows it (stored as a tie with ``both_bad`` set). `assignment` is the caller's
+    copy of the token's assignment with ``comparison__campaign`` (the rating view has read it for its form): it
+    saves a read; it is trusted only for what never changes (annotator, comparison, side placement, start).
+
+    The usual submission (an open lease, an active campaign) is four statements: a conditional UPDATE completes
+    the assignment, and with it takes its row lock, only while the lease is open and the campaign active with
+    the annotator assigned (checked by that statement, so a pause or unassignment that committed before it
+    refuses it); the judgement and its choices are inserted; one UPDATE adds to the comparison's counters. Every
+    other case (a repeat, a skip, an expired lease, a refusal) goes through ``_submit_checked``, under the lock.
     """
     now = now or timezone.now()
+    if assignment is None or str(assignment.token) != str(token):
+        assignment = Assignment.objects.select_related("comparison__campaign").filter(token=token).first()
+    if assignment is None or assignment.annotator_id != annotator.pk:
+        raise PermissionDenied("This task is not yours.")
+    campaign = assignment.comparison.campaign
+    valid = _choices_problem(choices, campaign.criterion_slugs, allow_both_bad=campaign.allow_both_bad) is None
     with transaction.atomic():
-        assignment = (
-            Assignment.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("comparison__campaign")
-            .filter(token=token)
-            .first()
-        )
-        if assignment is None or assignment.annotator_id != annotator.pk:
-            raise PermissionDenied("This task is not yours.")
-        # A judgement completes its assignment in the same transaction: only a completed one can have one.
-        existing = Judgement.objects.filter(assignment=assignment).first() if assignment.completed_at else None
-        if existing:
-            return existing
-        if assignment.skipped_at is not None:
-            raise ServiceError("You skipped this pair, so it can no longer be rated.")
-        campaign = assignment.comparison.campaign
-        _check_still_served(campaign, annotator)
-        _check_choices(choices, campaign.criterion_slugs, allow_both_bad=campaign.allow_both_bad)
-        if assignment.lease_expires_at <= now:
-            _check_room_after_expiry(assignment, now)
-        judgement = Judgement.objects.create(
-            assignment=assignment,
-            comparison=assignment.comparison,
-            annotator=annotator,
-            rationale=rationale.strip()[:5000],
-            time_on_task_ms=max(0, int((now - assignment.created_at).total_seconds() * 1000)),
-        )
-        CriterionChoice.objects.bulk_create(
-            CriterionChoice(
-                judgement=judgement,
-                criterion=slug,
-                outcome=side_to_outcome(choices[slug], left_is_a=assignment.left_is_a),
-                both_bad=choices[slug] == BOTH_BAD,
+        completed = valid and (
+            Assignment.objects.filter(
+                pk=assignment.pk,
+                completed_at__isnull=True,
+                skipped_at__isnull=True,
+                released=False,
+                lease_expires_at__gt=now,
             )
-            for slug in campaign.criterion_slugs
+            .filter(campaign_served(campaign_id=campaign.pk, annotator=annotator))
+            .update(completed_at=now)
         )
-        assignment.completed_at = now
-        assignment.released = False  # a late judgement that still had room takes its slot back
-        assignment.save(update_fields=["completed_at", "released"])
-        _comparison_refresh(assignment.comparison_id, now)
+        if completed:
+            judgement = _judgement_store(assignment, choices, rationale, now)
+            _counters_add(assignment.comparison_id, choices["overall"], left_is_a=assignment.left_is_a)
+        else:
+            existing = _submit_checked(token, annotator, campaign, choices, now)
+            if existing is not None:
+                return existing
+            judgement = _judgement_store(assignment, choices, rationale, now)
+            _comparison_refresh(assignment.comparison_id, now)
     campaign_judgement_counted(campaign=campaign)
     return judgement
+
+
+def _submit_checked(
+    token: str, annotator: User, campaign: Campaign, choices: Mapping[str, str], now: datetime
+) -> Judgement | None:
+    """A submission the conditional update did not take (or was not tried: choices that will be refused), under
+    the assignment's row lock, checked in order: the stored judgement of a repeat, else a clear refusal (skipped,
+    campaign no longer served, bad choices, lease expired with no room), else None: a late submission that still
+    has room, its assignment completed."""
+    assignment = Assignment.objects.select_for_update(no_key=True).get(token=token)
+    # A judgement completes its assignment in the same transaction: only a completed one can have one.
+    existing = Judgement.objects.filter(assignment=assignment).first() if assignment.completed_at else None
+    if existing:
+        return existing
+    if assignment.skipped_at is not None:
+        raise ServiceError("You skipped this pair, so it can no longer be rated.")
+    _check_still_served(campaign, annotator)
+    _check_choices(choices, campaign.criterion_slugs, allow_both_bad=campaign.allow_both_bad)
+    if assignment.lease_expires_at <= now:
+        _check_room_after_expiry(assignment, now)
+    assignment.completed_at = now
+    assignment.released = False  # a late judgement that still had room takes its slot back
+    assignment.save(update_fields=["completed_at", "released"])
+    return None
+
+
+def _judgement_store(assignment: Assignment, choices: Mapping[str, str], rationale: str, now: datetime) -> Judgement:
+    """The judgement of a completed assignment and one choice per criterion (two INSERTs)."""
+    campaign = assignment.comparison.campaign
+    judgement = Judgement.objects.create(
+        assignment=assignment,
+        comparison_id=assignment.comparison_id,
+        annotator_id=assignment.annotator_id,
+        rationale=rationale.strip()[:5000],
+        time_on_task_ms=max(0, int((now - assignment.created_at).total_seconds() * 1000)),
+    )
+    CriterionChoice.objects.bulk_create(
+        CriterionChoice(
+            judgement=judgement,
+            criterion=slug,
+            outcome=side_to_outcome(choices[slug], left_is_a=assignment.left_is_a),
+            both_bad=choices[slug] == BOTH_BAD,
+        )
+        for slug in campaign.criterion_slugs
+    )
+    return judgement
+
+
+def _counters_add(comparison_id: int, overall: str, *, left_is_a: bool) -> None:
+    """One judgement more on the comparison's counters, in one UPDATE of columns no index holds (a HOT update).
+
+    Added to the stored values (F expressions), not re-counted: the row lock this UPDATE takes orders it after
+    any other writer of the row, whose committed values it then adds to. The completed assignment was already
+    live (its lease was open), so ``live_assignments`` stays as it is."""
+    outcome = side_to_outcome(overall, left_is_a=left_is_a)
+    changes: dict[str, Combinable] = {"judgement_count": F("judgement_count") + 1}
+    if outcome != Outcome.TIE:  # a decisive vote: its side's count and the margin change
+        winner = "votes_a" if outcome == Outcome.A else "votes_b"
+        changes[winner] = F(winner) + 1
+        votes = {"votes_a": F("votes_a"), "votes_b": F("votes_b"), winner: changes[winner]}
+        changes["vote_margin"] = _margin_of(votes["votes_a"], votes["votes_b"])
+    Comparison.objects.filter(pk=comparison_id).update(**changes)
+
+
+def _margin_of(votes_a: Combinable, votes_b: Combinable) -> Combinable:
+    """|a − b| / (a + b) in SQL, for a and b of which at least one is positive."""
+    difference = Func(votes_a - votes_b, function="ABS", output_field=FloatField())
+    return Cast(difference, FloatField()) / Cast(votes_a + votes_b, FloatField())
 
 
 def _check_still_served(campaign: Campaign, annotator: User) -> None:
@@ -377,17 +495,25 @@ def _check_still_served(campaign: Campaign, annotator: User) -> None:
 
 
 def _check_choices(choices: Mapping[str, str], slugs: list[str], *, allow_both_bad: bool = False) -> None:
+    problem = _choices_problem(choices, slugs, allow_both_bad=allow_both_bad)
+    if problem is not None:
+        raise ServiceError(problem)
+
+
+def _choices_problem(choices: Mapping[str, str], slugs: list[str], *, allow_both_bad: bool = False) -> str | None:
+    """What is wrong with `choices` for criteria `slugs`, in words; None when nothing is."""
     missing = [slug for slug in slugs if slug not in choices]
     if missing:
-        raise ServiceError(f"Choose left, right or tie for: {', '.join(missing)}.")
+        return f"Choose left, right or tie for: {', '.join(missing)}."
     unknown = sorted(set(choices) - set(slugs))
     if unknown:
-        raise ServiceError(f"Unknown criteria: {', '.join(unknown)}.")
+        return f"Unknown criteria: {', '.join(unknown)}."
     sides = (*SIDES, BOTH_BAD) if allow_both_bad else SIDES
     bad = [slug for slug in slugs if choices[slug] not in sides]
     if bad:
         allowed = "left, right, tie or both bad" if allow_both_bad else "left, right or tie"
-        raise ServiceError(f"Choices must be {allowed}; got something else for: {', '.join(bad)}.")
+        return f"Choices must be {allowed}; got something else for: {', '.join(bad)}."
+    return None
 
 
 def _check_room_after_expiry(assignment: Assignment, now: datetime) -> None:
@@ -434,28 +560,33 @@ def _lock(comparison_id: int) -> None:
 
 
 def _comparison_refresh(comparison_id: int, now: datetime) -> None:
-    """Re-count the ranking columns of one comparison from its rows, under its row lock."""
+    """Re-count the counters of one comparison from its rows, under its row lock (the engine's rare paths: a
+    late submission, a skip, a release)."""
     _lock(comparison_id)
     votes = CriterionChoice.objects.filter(judgement__comparison_id=comparison_id, criterion=OVERALL).aggregate(
         a=Count("pk", filter=Q(outcome=Outcome.A)), b=Count("pk", filter=Q(outcome=Outcome.B))
     )
+    live = _live_count(comparison_id, now)
     Comparison.objects.filter(pk=comparison_id).update(
-        live_assignments=_live_count(comparison_id, now),
+        live_assignments=live,
+        claimable=LessThan(Value(live), _overlap()),
         judgement_count=Judgement.objects.filter(comparison_id=comparison_id).count(),
+        votes_a=votes["a"],
+        votes_b=votes["b"],
         vote_margin=_margin(votes["a"], votes["b"]),
     )
 
 
 def comparison_counters_refresh(*, comparison_ids: Iterable[int], now: datetime | None = None) -> int:
-    """Re-count the ranking columns of many comparisons at once, for rows written outside the engine (imports).
+    """Re-count the counters of many comparisons at once, for rows written outside the engine (imports).
 
-    Three aggregate queries and one bulk update, whatever the number of comparisons.
+    Four reads and one bulk update, whatever the number of comparisons.
     """
     now = now or timezone.now()
     ids = list(set(comparison_ids))
     live = dict(
         Assignment.objects.filter(comparison_id__in=ids)
-        .filter(Q(completed_at__isnull=False) | Q(lease_expires_at__gt=now, released=False))
+        .filter(_live(now))
         .values_list("comparison_id")
         .annotate(count=Count("pk"))
     )
@@ -468,17 +599,45 @@ def comparison_counters_refresh(*, comparison_ids: Iterable[int], now: datetime 
         .values("judgement__comparison_id")
         .annotate(a=Count("pk", filter=Q(outcome=Outcome.A)), b=Count("pk", filter=Q(outcome=Outcome.B)))
     }
-    comparisons = [
-        Comparison(
-            pk=pk,
-            live_assignments=live.get(pk, 0),
-            judgement_count=judged.get(pk, 0),
-            vote_margin=_margin(*votes.get(pk, (0, 0))),
+    overlaps = dict(Comparison.objects.filter(pk__in=ids).values_list("pk", "campaign__overlap"))
+    comparisons = []
+    for pk, overlap in overlaps.items():
+        wins_a, wins_b = votes.get(pk, (0, 0))
+        comparisons.append(
+            Comparison(
+                pk=pk,
+                live_assignments=live.get(pk, 0),
+                claimable=live.get(pk, 0) < overlap,
+                judgement_count=judged.get(pk, 0),
+                votes_a=wins_a,
+                votes_b=wins_b,
+                vote_margin=_margin(wins_a, wins_b),
+            )
         )
-        for pk in ids
-    ]
-    Comparison.objects.bulk_update(comparisons, ["live_assignments", "judgement_count", "vote_margin"], batch_size=2000)
+    Comparison.objects.bulk_update(
+        comparisons,
+        ["live_assignments", "claimable", "judgement_count", "votes_a", "votes_b", "vote_margin"],
+        batch_size=2000,
+    )
     return len(comparisons)
+
+
+def comparison_claimable_refresh(*, campaign: Campaign) -> int:
+    """Set the claim index's ``claimable`` flag of every comparison of `campaign` from its counter and the
+    campaign's overlap (one UPDATE): to be run when the overlap changes; returns how many rows changed."""
+    room = LessThan(F("live_assignments"), campaign.overlap)
+    return Comparison.objects.filter(campaign=campaign).exclude(claimable=room).update(claimable=room)
+
+
+def _overlap() -> Subquery:
+    """The overlap of the comparison's campaign, for an UPDATE of comparisons."""
+    return Subquery(Campaign.objects.filter(pk=OuterRef("campaign_id")).values("overlap")[:1])
+
+
+def _live_set(comparison_id: int, live: int) -> None:
+    Comparison.objects.filter(pk=comparison_id).update(
+        live_assignments=live, claimable=LessThan(Value(live), _overlap())
+    )
 
 
 def _margin(wins_a: int, wins_b: int) -> float:

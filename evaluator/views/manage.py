@@ -1,4 +1,4 @@
-"""Admin pages for campaigns and variants: create, edit, import prompts, queue generation."""
+"""Admin pages for campaigns and variants: create, edit, archive, import prompts, queue generation."""
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -13,9 +13,11 @@ from evaluator.forms import (
     CampaignMemberForm,
     CampaignStateForm,
     GenerationForm,
+    GenerationSettingsForm,
     PromptImportForm,
-    RetrainForm,
+    VariantArchiveForm,
     VariantForm,
+    VariantRenameForm,
     form_errors,
 )
 from evaluator.models import AWAITING_BROKER_NOTE, Campaign, CampaignState, ModelVariant, any_unfinished
@@ -42,7 +44,7 @@ from evaluator.services.generation import generation_job_queue
 def manage(request: HttpRequest) -> HttpResponse:
     context = {
         "campaigns": campaign_list_with_counts(),
-        "variants": ModelVariant.objects.select_related("parent", "collection"),
+        "variants": ModelVariant.objects.filter(archived_at__isnull=True).select_related("parent", "collection"),
         "campaign_form": CampaignForm(),
         "variant_form": VariantForm(),
         "jobs": training_jobs_recent(),
@@ -90,6 +92,80 @@ def variant_create(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @role_required(ADMIN)
+def variant_detail(request: HttpRequest, variant_id: int) -> HttpResponse:
+    """One variant: rename it, edit its generation settings while it has no answers, archive or unarchive it."""
+    variant = get_object_or_404(ModelVariant.objects.select_related("parent", "collection"), pk=variant_id)
+    context = {
+        "variant": variant,
+        "rename_form": VariantRenameForm(variant=variant),
+        "settings_form": GenerationSettingsForm(initial=variant.generation_settings),
+        "settings_locked": variants_services.variant_settings_lock_reason(variant=variant),
+    }
+    return render(request, "manage/variant.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def variant_rename(request: HttpRequest, variant_id: int) -> HttpResponse:
+    variant = get_object_or_404(ModelVariant, pk=variant_id)
+    old_name = variant.name
+    form = VariantRenameForm(request.POST, variant=variant)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("variant_detail", variant_id=variant.pk)
+    try:
+        variants_services.variant_rename(variant=variant, name=form.cleaned_data["name"])
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"“{old_name}” is now “{variant.name}”.")
+    return redirect("variant_detail", variant_id=variant.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def variant_settings_update(request: HttpRequest, variant_id: int) -> HttpResponse:
+    variant = get_object_or_404(ModelVariant, pk=variant_id)
+    form = GenerationSettingsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("variant_detail", variant_id=variant.pk)
+    try:
+        variants_services.variant_generation_settings_update(
+            variant=variant, generation_settings=form.generation_settings()
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Generation settings of “{variant.name}” saved.")
+    return redirect("variant_detail", variant_id=variant.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def variant_archive(request: HttpRequest, variant_id: int) -> HttpResponse:
+    """Archive or unarchive (the button pressed says which); back to the variants page."""
+    variant = get_object_or_404(ModelVariant, pk=variant_id)
+    form = VariantArchiveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_errors(form))
+        return redirect("variant_tree")
+    archive = form.cleaned_data["action"] == "archive"
+    try:
+        if archive:
+            variants_services.variant_archive(variant=variant)
+        else:
+            variants_services.variant_unarchive(variant=variant)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        done = "archived: it is offered nowhere, and keeps its data" if archive else "back in the lists"
+        messages.success(request, f"“{variant.name}” {done}.")
+    return redirect("variant_tree")
+
+
+@require_GET
+@role_required(ADMIN)
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     context = {
@@ -98,7 +174,6 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "settings_form": CampaignForm(campaign=campaign),
         "import_form": PromptImportForm(),
         "generation_form": GenerationForm(),
-        "retrain_form": RetrainForm(campaign=campaign),
         "generation_jobs": generation_jobs_recent(campaign=campaign),
         "training_jobs": training_jobs_recent(campaign=campaign),
         "decisive_votes": decisive_vote_count(campaign=campaign),

@@ -136,7 +136,9 @@ def _render_assignment(
         "form": form,
         "skip_form": skip_form or SkipForm(),
         "flag_reasons": AnswerFlag.Reason.choices,
-        "progress": annotator_campaign_progress(annotator=request.user, campaign=campaign),
+        "progress": annotator_campaign_progress(
+            annotator=request.user, campaign=campaign, done=assignment.rated_in_campaign
+        ),
     }
     template = "rating/_pair.html" if request.htmx else "rating/rate.html"
     failed = form.errors or (skip_form is not None and skip_form.errors)
@@ -165,7 +167,11 @@ def rate_submit(request: AuthenticatedHttpRequest, token: str) -> HttpResponse:
         return _render_assignment(request, assignment, form)
     try:
         judgement_submit(
-            token=token, annotator=request.user, choices=form.choices(), rationale=form.cleaned_data["rationale"]
+            token=token,
+            annotator=request.user,
+            choices=form.choices(),
+            rationale=form.cleaned_data["rationale"],
+            assignment=assignment,
         )
     except ServiceError as error:
         messages.error(request, str(error))

@@ -8,12 +8,13 @@ from django.db.models import Count
 from django.db.models.functions import Length
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from evaluator.errors import ServiceError
 from evaluator.forms import CollectionForm, DocumentUploadForm, ModelExportForm, RetrainForm, form_errors
 from evaluator.models import AWAITING_BROKER_NOTE, Campaign, DocumentCollection, ModelExport, ModelVariant, TrainingJob
 from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
+from evaluator.selectors.campaigns import decisive_vote_count
 from evaluator.selectors.model_exports import model_export_download
 from evaluator.selectors.qa_sets import qa_set_sft_jsonl
 from evaluator.selectors.training import training_job_live, variant_family_tree
@@ -25,14 +26,17 @@ from evaluator.services.training_jobs import held_out_prompts_draw, qa_file_stor
 from evaluator.stats.plots import line_chart
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @role_required(ADMIN)
 def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpResponse:
+    """The retrain page: its form in labelled groups; a refused form comes back with its values and errors."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)
+    if request.method == "GET":
+        return _retrain_page(request, campaign, RetrainForm(campaign=campaign))
     form = RetrainForm(request.POST, request.FILES, campaign=campaign)
     if not form.is_valid():
         messages.error(request, form_errors(form))
-        return redirect("campaign_detail", campaign_id=campaign.pk)
+        return _retrain_page(request, campaign, form)
     data = form.cleaned_data
     held_out = data["held_out_ids"] or held_out_prompts_draw(
         campaign=campaign, share=data["held_out_share"], seed=data["seed"]
@@ -57,12 +61,17 @@ def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpR
         )
     except (ServiceError, ValueError) as error:
         messages.error(request, str(error))
-        return redirect("campaign_detail", campaign_id=campaign.pk)
+        return _retrain_page(request, campaign, form)
     if job.send_failed:
         messages.warning(request, f"{job} {AWAITING_BROKER_NOTE}")
     else:
         messages.success(request, f"{job.get_method_display()} job #{job.pk} queued.")
     return redirect("training_job_detail", job_id=job.pk)
+
+
+def _retrain_page(request: HttpRequest, campaign: Campaign, form: RetrainForm) -> HttpResponse:
+    context = {"campaign": campaign, "form": form, "decisive_votes": decisive_vote_count(campaign=campaign)}
+    return render(request, "manage/retrain.html", context)
 
 
 @require_GET
@@ -119,13 +128,23 @@ def training_job_resume(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_GET
 @role_required(ADMIN)
 def variant_tree(request: HttpRequest) -> HttpResponse:
-    return render(request, "manage/variants.html", {"rows": variant_family_tree()})
+    """The family tree of the variants in use, then the archived ones (kept with their data, offered nowhere)."""
+    rows = variant_family_tree()
+    context = {
+        "rows": [row for row in rows if row.variant.archived_at is None],
+        "archived_rows": [row for row in rows if row.variant.archived_at is not None],
+        "archived_ids": {row.variant.pk for row in rows if row.variant.archived_at is not None},
+    }
+    return render(request, "manage/variants.html", context)
 
 
 @require_POST
 @role_required(ADMIN)
 def variant_export(request: HttpRequest, variant_id: int) -> HttpResponse:
     variant = get_object_or_404(ModelVariant, pk=variant_id)
+    if variant.archived_at is not None:
+        messages.error(request, f"“{variant.name}” is archived: unarchive it to export it.")
+        return redirect("variant_tree")
     form = ModelExportForm(request.POST)
     if not form.is_valid():
         messages.error(request, form_errors(form))

@@ -29,6 +29,8 @@ def test_a_short_run_rates_through_every_load_and_reports_its_targets(tmp_path: 
         # The server of the test database: the bench makes and drops a throwaway database of its own there.
         "DATABASE_URL": database_url({**connection.settings_dict, "NAME": "postgres"}),
         "PREFLOOP_VAR_DIR": str(tmp_path),
+        # Named after the test database, so that runs against different test databases of one server never meet.
+        "PREFLOOP_BENCH_DB": f"{connection.settings_dict['NAME']}_bench_annotators",
     }
     small = ["--sessions", "4", "--seconds", "1", "--think", "0.2", "--small", "200", "--large", "400"]
     done = subprocess.run(
@@ -44,5 +46,15 @@ def test_a_short_run_rates_through_every_load_and_reports_its_targets(tmp_path: 
         assert report[load]["judgements_per_s"] > 0, load
     claims = report["claim_latency"]
     assert claims["small"]["comparisons"] == 200 and claims["large"]["comparisons"] == 400
-    assert set(report["targets"]) == {"cycles_to_baseline_requests", "rating_p99_ms", "claim_p50_large_to_small"}
+    assert set(report["targets"]) == {
+        "cycles_to_baseline_requests",
+        "rating_p99_ms",
+        "claim_p50_large_to_small",
+        "queries_per_cycle",
+        "comparison_hot_update_ratio",
+    }
+    assert report["queries_per_cycle"]["statements"] == 12
+    table = report["comparison_table"]
+    assert table["n_tup_upd"] > 0 and 0 < table["n_tup_hot_upd"] <= table["n_tup_upd"]
+    assert "fillfactor=80" in table["storage_parameters"]
     assert all(isinstance(target["met"], bool) for target in report["targets"].values())

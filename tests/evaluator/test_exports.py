@@ -25,9 +25,11 @@ from evaluator.selectors.exports import (
 from tests import factories
 
 # The project mounts the export URLs under stats/<id>/export/; these tests mount them the same way themselves.
+# The rest of the project's pages come after them: the styled 403 and 404 pages link to them.
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("stats/<int:campaign_id>/export/", include("evaluator.export_urls")),
+    path("", include("prefloop.urls")),
 ]
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]

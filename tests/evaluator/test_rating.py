@@ -340,12 +340,17 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "prompts_import": ("post", "/manage/campaigns/{campaign}/prompts/", only("admin", status=302)),
     "generation_queue": ("post", "/manage/campaigns/{campaign}/generate/", only("admin", status=302)),
     "generation_jobs_live": ("get", "/manage/campaigns/{campaign}/generation/", only("admin", status=286)),
-    "training_queue": ("post", "/manage/campaigns/{campaign}/retrain/", only("admin", status=302)),
+    # The retrain page: a refused form comes back on it, with its values and errors.
+    "training_queue": ("post", "/manage/campaigns/{campaign}/retrain/", only("admin", status=200)),
     "training_job_detail": ("get", "/manage/jobs/{job}/", only("admin")),
     "training_job_cancel": ("post", "/manage/jobs/{job}/cancel/", only("admin", status=302)),  # it has ended
     "training_job_resume": ("post", "/manage/jobs/{job}/resume/", only("admin", status=302)),  # it succeeded
     "variant_tree": ("get", "/manage/variants/", only("admin")),
     "variant_export": ("post", "/manage/variants/{variant}/export/", only("admin", status=302)),  # no adapter
+    "variant_detail": ("get", "/manage/variants/{variant}/", only("admin")),
+    "variant_rename": ("post", "/manage/variants/{variant}/rename/", only("admin", status=302)),  # no name
+    "variant_settings_update": ("post", "/manage/variants/{variant}/settings/", only("admin", status=302)),
+    "variant_archive": ("post", "/manage/variants/{variant}/archive/", only("admin", status=302)),  # no action
     "collections": ("get", "/manage/collections/", only("admin")),
     "collection_create": ("post", "/manage/collections/new/", only("admin", status=302)),
     "collection_detail": ("get", "/manage/collections/{collection}/", only("admin")),
@@ -357,6 +362,7 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
         "/manage/campaigns/{campaign}/quality/{annotator}/unflag/",
         only("admin", status=302),
     ),
+    "workers": ("get", "/manage/workers/", only("admin")),  # waits 1 s for the workers to answer
     "users": ("get", "/manage/users/", only("admin")),
     "user_create": ("post", "/manage/users/new/", only("admin", status=302)),
     "user_roles_update": ("post", "/manage/users/{annotator}/roles/", only("admin", status=302)),  # no roles
@@ -431,6 +437,9 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
     assert get_user_model().objects.count() == 4 and get_user_model().objects.filter(is_active=True).count() == 4
     assert set(annotator.groups.values_list("name", flat=True)) == {"annotator"}
     assert Campaign.objects.count() == 1 and ModelVariant.objects.count() == 2
+    assert not ModelVariant.objects.filter(archived_at__isnull=False).exists()
+    assert ModelVariant.objects.get(pk=variant.pk).name == variant.name
+    assert ModelVariant.objects.get(pk=variant.pk).generation_settings == variant.generation_settings
     assert Campaign.objects.get().state == "active" and CampaignMember.objects.count() == 1
     assert TrainingJob.objects.get().status == JobStatus.SUCCEEDED and not GenerationJob.objects.exists()
     assert not ModelExport.objects.exists() and not Document.objects.exists()

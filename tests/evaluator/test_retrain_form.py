@@ -33,7 +33,7 @@ def test_the_criterion_is_chosen_from_the_campaigns_rubric(client, admin_user, r
     campaign, parent = rated
     client.force_login(admin_user)
 
-    page = client.get(f"/manage/campaigns/{campaign.pk}/").content.decode()
+    page = client.get(f"/manage/campaigns/{campaign.pk}/retrain/").content.decode()
 
     for slug in campaign.criterion_slugs:
         assert f'<option value="{slug}"' in page
