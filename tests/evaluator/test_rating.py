@@ -226,20 +226,21 @@ def test_random_selection_serves_the_least_filled_comparisons_first(annotator) -
 
 
 @pytest.mark.slow
-def test_left_right_placement_over_ten_thousand_assignments_is_a_fair_coin() -> None:
-    # 10,000 real claims through the whole service: 100 annotators claim once a round for 100 rounds, each round
-    # past the last one's leases (which go back to the pool); then the stored sides are counted.
+def test_left_right_placement_over_four_thousand_assignments_is_a_fair_coin() -> None:
+    # 4,000 real claims through the whole service: 100 annotators claim once a round for 40 rounds, each round
+    # past the last one's leases (which go back to the pool); then the stored sides are counted. At this size the
+    # test at p 0.001 catches a coin that favours one side by 3 points or more.
     campaign = factories.campaign(overlap=1)
     _bulk_comparisons(campaign, 2_000)
     annotators = [factories.user(f"placer{i}", "annotator") for i in range(100)]
     now = timezone.now()
-    for step in range(100):
+    for step in range(40):
         for annotator in annotators:
             assert assignment_next(annotator=annotator, now=now + timedelta(minutes=21 * step))
     stored = Assignment.objects.filter(comparison__campaign=campaign)
     left = stored.filter(left_is_a=True).count()
-    assert stored.count() == 10_000
-    assert binomtest(left, 10_000, 0.5).pvalue > 0.001, left
+    assert stored.count() == 4_000
+    assert binomtest(left, 4_000, 0.5).pvalue > 0.001, left
 
 
 def _judge_through_the_service(judge, comparison, side: str) -> None:

@@ -31,7 +31,10 @@ def all_sides(campaign, side: str) -> dict[str, str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_rating_cycle_costs_twelve_queries(client, annotator) -> None:
+def test_one_rating_cycle_costs_twelve_queries(client, annotator, settings) -> None:
+    # As deployed with CACHE_URL (prefloop/settings.py): sessions are read from the shared cache, written through
+    # to the database. (Without a cache the session read is one more SELECT per request.)
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
     campaign = factories.campaign(overlap=3)
     for i in range(6):
         factories.comparison(campaign, texts=(f"answer a{i}", f"answer b{i}"))

@@ -36,7 +36,8 @@ def test_an_unreachable_broker_is_named_on_the_page_and_its_jobs_are_held_by_sil
     job = running_training_job(holder="gpu-box:77", heartbeat_age=timedelta(seconds=5))
     # Celery reads CELERY_BROKER_URL from the environment before any setting; nothing listens on port 1.
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
-    unreachable = Celery("prefloop")
+    # Not made the current app: the shared tasks of later tests must keep publishing through workers.celery.app.
+    unreachable = Celery("prefloop", set_as_current=False)
     unreachable.config_from_object("django.conf:settings", namespace="CELERY")
     monkeypatch.setattr("evaluator.selectors.workers.celery_app", unreachable)
 

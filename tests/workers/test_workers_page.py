@@ -27,7 +27,7 @@ def quiet_app(broker_url: str, monkeypatch) -> Celery:
     """The project's Celery app as configured, on another broker (Celery reads CELERY_BROKER_URL from the
     environment before any setting)."""
     monkeypatch.setenv("CELERY_BROKER_URL", broker_url)
-    quiet = Celery("prefloop")
+    quiet = Celery("prefloop", set_as_current=False)  # later tests keep publishing through workers.celery.app
     quiet.config_from_object("django.conf:settings", namespace="CELERY")
     return quiet
 
