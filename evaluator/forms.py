@@ -366,6 +366,21 @@ class GenerationForm(forms.Form):
         return variants
 
 
+# The trainer settings every method takes: the retrain page's "Schedule" group, and the job config's keys.
+SCHEDULE_FIELDS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "optim",
+    "seed",
+    "save_steps",
+    "report_to",
+)
+
+
 class RetrainForm(forms.Form):
     """A retrain job: method, data (source campaigns, selection rules, held-out prompts) and hyperparameters.
 
@@ -467,18 +482,7 @@ class RetrainForm(forms.Form):
         (
             "Schedule",
             "Optimiser, steps and checkpoints.",
-            (
-                "learning_rate",
-                "num_train_epochs",
-                "max_steps",
-                "per_device_train_batch_size",
-                "gradient_accumulation_steps",
-                "max_length",
-                "optim",
-                "seed",
-                "save_steps",
-                "report_to",
-            ),
+            SCHEDULE_FIELDS,
         ),
     )
 
@@ -570,18 +574,7 @@ class RetrainForm(forms.Form):
             "lora_dropout": data["lora_dropout"],
             "target_modules": data["target_modules"],
         }
-        keys = [
-            "learning_rate",
-            "num_train_epochs",
-            "max_steps",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "max_length",
-            "optim",
-            "seed",
-            "save_steps",
-            "report_to",
-        ]
+        keys = list(SCHEDULE_FIELDS)
         if data["method"] == TrainingJob.Method.DPO:
             keys.insert(0, "beta")
         return {**{key: data[key] for key in keys}, "qlora": qlora}
