@@ -14,7 +14,11 @@ It prints one JSON report.
       multinomial per round, all rounds refit in one batched Newton solve.
     Both point estimates must agree to 1e-6 rating points.
 (b) `campaign_statistics` on the whole frame, cold (criterion and outcome as plain strings, as the selector builds
-    them), with the per-part timings.
+    them), with the per-part timings. The synthetic frame carries the style columns (length and markdown counts of
+    both answers, with planted style effects), so the total includes the style-controlled Bradley-Terry of every
+    criterion with its 1000-round bootstrap (`style_control_s`), as well as the outlier-annotator test. The outcome
+    counts per (criterion, comparison), which agreement and style control both start from, are counted once and
+    timed on their own (`comparison_counts` in `parts_s`).
 """
 
 import argparse
@@ -128,6 +132,9 @@ def time_campaign(votes: pd.DataFrame, *, rounds: int) -> dict[str, Any]:
         "rows": len(cold),
         "n_boot": rounds,
         "campaign_statistics_s": total,
+        "style_control_s": result.timings.get("style_control"),
+        "style_control_bootstrap": result.style_control.bootstrap if result.style_control is not None else None,
+        "annotator_outliers_s": result.timings.get("annotator_outliers"),
         "parts_s": result.timings,
         "target_under_3s_met": total < 3.0,
         "json_bytes": len(report),
@@ -151,6 +158,7 @@ def main() -> None:
         n_prompts=args.prompts,
         n_annotators=args.annotators,
         left_bias=0.1,
+        style_effects={"length": 0.3, "bold": 0.1},
         seed=0,
     )
     report = {

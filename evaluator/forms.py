@@ -15,12 +15,15 @@ from evaluator.models import (
     AnswerFlag,
     Campaign,
     CampaignState,
+    Comparison,
     DocumentCollection,
+    Judge,
     ModelExport,
     ModelVariant,
     QAPair,
     QASet,
     Quantization,
+    ReviewStatus,
     Selection,
     TrainingJob,
     default_criteria,
@@ -29,6 +32,8 @@ from evaluator.parsing.prompts import MAX_PROMPT_CHARS
 from evaluator.roles import ANNOTATOR
 from evaluator.rubric import MAX_CRITERIA, rubric_parse, rubric_text
 from evaluator.selectors.campaigns import VoteFilters
+from evaluator.selectors.qualification import qualification_candidates, qualification_item_ids
+from evaluator.selectors.review import ADJUDICATION_RULES, ANY_CRITERION, AdjudicationRule
 from training.qa import DEFAULT_PAIRS_PER_CHUNK, MAX_PAIRS_PER_CHUNK
 from training.trainer_common import OPTIMIZERS
 
@@ -37,6 +42,13 @@ SIDE_CHOICES = [("left", "Left"), ("tie", "Tie"), ("right", "Right")]
 # and within the job's integer progress columns and the trainer's schedulers.
 MAX_TRAINING_STEPS = 100_000
 BOTH_BAD_CHOICE = ("both_bad", "Both bad")
+
+
+class GoldComparisonsField(forms.ModelMultipleChoiceField):
+    """Gold comparisons to pick from, each named by its prompt, its id and its known answer."""
+
+    def label_from_instance(self, obj: Comparison) -> str:
+        return f"{obj.prompt.external_id} (pair #{obj.pk}, gold: {obj.get_gold_outcome_display()})"
 
 
 class CampaignForm(forms.Form):
@@ -58,6 +70,20 @@ class CampaignForm(forms.Form):
         required=False,
         initial=Selection.RANDOM,
         help_text="Active: the pairs with the fewest and most uncertain judgements first.",
+    )
+    selection_judge = forms.ModelChoiceField(
+        queryset=Judge.objects.order_by("name"),
+        required=False,
+        label="Selection judge",
+        empty_label="None",
+        help_text="Its overall verdicts steer the pairs served: under active selection, pairs it judged "
+        "differently in the two orders, or against the votes so far, come first (docs/judges.md).",
+    )
+    judge_screening = forms.BooleanField(
+        required=False,
+        label="Screen pairs with the judge",
+        help_text="Serve only the pairs the selection judge found close (a tie, or a different verdict once the "
+        "answers swap sides); pairs it has not judged are not served. Statistics then cover those pairs only.",
     )
     guidelines = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4}),
@@ -91,17 +117,77 @@ class CampaignForm(forms.Form):
         initial=0,
         help_text="Higher first: annotators get pairs from their highest-priority active campaign. Empty: 0.",
     )
+    qualification_required = forms.BooleanField(
+        required=False,
+        label="Ask for a qualification",
+        help_text="Annotators answer the gold comparisons picked below, and rate only once they pass.",
+    )
+    qualification_threshold = forms.FloatField(
+        min_value=0.01,
+        max_value=1.0,
+        required=False,
+        initial=0.8,
+        label="Pass threshold",
+        help_text="Share of qualification items to answer like the gold outcome (0.8: 4 of 5). Empty: as before.",
+    )
+    qualification_attempts = forms.IntegerField(
+        min_value=1,
+        max_value=20,
+        required=False,
+        initial=2,
+        label="Attempts",
+        help_text="Attempts each annotator gets. Empty: as before.",
+    )
+    qualification_items = GoldComparisonsField(
+        queryset=Comparison.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Qualification items",
+        help_text="Gold comparisons of this campaign (marked gold in the Django admin).",
+    )
 
     def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
         """`campaign`: the campaign being edited (its own name is no clash; the fields start from its values, and
-        the rubric is left out: judgements refer to its criteria)."""
+        the rubric is left out: judgements refer to its criteria). A new campaign has no qualification settings
+        yet: it has no gold comparisons to pick."""
         if campaign is not None:
-            settings_ = [name for name in self.base_fields if name != "criteria"]
-            kwargs.setdefault("initial", {name: getattr(campaign, name) for name in settings_})
+            settings_ = [name for name in self.base_fields if name not in ("criteria", "qualification_items")]
+            initial = {name: getattr(campaign, name) for name in settings_}
+            initial["qualification_items"] = qualification_item_ids(campaign=campaign)
+            kwargs.setdefault("initial", initial)
         super().__init__(*args, **kwargs)
         self.campaign = campaign
         if campaign is not None:
             del self.fields["criteria"]
+            items = self.fields["qualification_items"]
+            assert isinstance(items, forms.ModelMultipleChoiceField)  # for the type checker: declared above
+            items.queryset = qualification_candidates(campaign=campaign)
+        else:
+            for name in (
+                "qualification_required",
+                "qualification_threshold",
+                "qualification_attempts",
+                "selection_judge",  # a new campaign has no pairs for a judge to have judged
+                "judge_screening",
+            ):
+                del self.fields[name]
+            del self.fields["qualification_items"]
+
+    def clean_qualification_threshold(self) -> float:
+        value = self.cleaned_data["qualification_threshold"]
+        return value if value is not None else self.campaign.qualification_threshold if self.campaign else 0.8
+
+    def clean_qualification_attempts(self) -> int:
+        value = self.cleaned_data["qualification_attempts"]
+        return value if value is not None else self.campaign.qualification_attempts if self.campaign else 2
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("qualification_required") and "qualification_items" in data and not data["qualification_items"]:
+            self.add_error("qualification_items", "Pick at least one gold comparison for the qualification.")
+        if data.get("judge_screening") and not data.get("selection_judge"):
+            self.add_error("judge_screening", "Choose the selection judge that screens the pairs.")
+        return data
 
     def clean_gold_rate(self) -> float:
         return self.cleaned_data["gold_rate"] or 0.0
@@ -406,6 +492,12 @@ class RetrainForm(forms.Form):
     )
     include_gold = forms.BooleanField(required=False, initial=False, label="Include gold items")
     exclude_flagged = forms.BooleanField(required=False, initial=True, label="Leave out flagged annotators")
+    prefer_adjudicated = forms.BooleanField(
+        required=False,
+        initial=False,
+        label="Prefer adjudicated outcomes",
+        help_text="Where a researcher adjudicated a pair, its final outcome decides it instead of the judgements.",
+    )
     held_out_share = forms.FloatField(
         min_value=0.0, max_value=0.9, initial=0.2, help_text="Share of prompts kept out of training for the new round."
     )
@@ -468,6 +560,7 @@ class RetrainForm(forms.Form):
                 "min_agreement",
                 "include_gold",
                 "exclude_flagged",
+                "prefer_adjudicated",
                 "held_out_share",
                 "held_out_ids",
             ),
@@ -582,7 +675,7 @@ class RetrainForm(forms.Form):
     def selection(self) -> dict[str, Any]:
         """The preference selection rules (evaluator.selectors.dpo_dataset.SelectionRules)."""
         data = self.cleaned_data
-        keys = ("criterion", "min_agreement", "include_gold", "exclude_flagged")
+        keys = ("criterion", "min_agreement", "include_gold", "exclude_flagged", "prefer_adjudicated")
         return {key: data[key] for key in keys}
 
 
@@ -644,6 +737,24 @@ class StatisticsFilterForm(forms.Form):
     exclude_flagged = forms.BooleanField(required=False, label="Exclude flagged annotators")
     include_gold = forms.BooleanField(required=False, label="Include gold items")
     include_simulated = forms.BooleanField(required=False, label="Include simulated judgements")
+    adjudicated = forms.BooleanField(required=False, label="Adjudicated outcomes where available")
+    guideline_version = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Guidelines version",
+        help_text="Only judgements made under this version of the guidelines. Empty: all.",
+    )
+    category = forms.CharField(
+        required=False,
+        max_length=64,
+        label="Prompt category",
+        help_text="Only prompts tagged with this category. Empty: all.",
+    )
+    exclude_outliers = forms.BooleanField(
+        required=False,
+        label="Exclude outlier annotators",
+        help_text="Leave out annotators whose votes the others' ratings explain far worse than chance would.",
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -661,6 +772,10 @@ class StatisticsFilterForm(forms.Form):
             exclude_flagged=bool(data.get("exclude_flagged")),
             exclude_gold=not data.get("include_gold"),
             include_simulated=bool(data.get("include_simulated")),
+            adjudicated=bool(data.get("adjudicated")),
+            guideline_version=data.get("guideline_version"),
+            category=data.get("category") or None,
+            exclude_outliers=bool(data.get("exclude_outliers")),
         )
 
     def prompt_level(self) -> bool:
@@ -736,4 +851,90 @@ class QAPairReviewForm(forms.Form):
 class QAToCampaignForm(forms.Form):
     campaign = forms.ModelChoiceField(
         queryset=Campaign.objects.all(), help_text="Each approved pair becomes a prompt with a reference answer."
+    )
+
+
+class ReviewFilterForm(forms.Form):
+    """The review page's filters, read from the query string."""
+
+    campaign = forms.ModelChoiceField(queryset=Campaign.objects.order_by("name"), required=False, empty_label="All")
+    kind = forms.ChoiceField(
+        choices=[("", "Flags and skips"), ("flag", "Flagged answers"), ("skip", "Skipped pairs")], required=False
+    )
+    reason = forms.ChoiceField(
+        choices=[("", "Any reason"), *AnswerFlag.Reason.choices], required=False, label="Flag reason"
+    )
+    state = forms.ChoiceField(
+        choices=[("open", "Open"), ("resolved", "Resolved"), ("dismissed", "Dismissed"), ("all", "All")],
+        required=False,
+        label="Status",
+    )
+
+
+class ReviewDecisionForm(forms.Form):
+    """A decision on a flagged answer or a skipped pair; the decision comes from the button pressed."""
+
+    status = forms.ChoiceField(choices=ReviewStatus.choices)
+    note = forms.CharField(max_length=1000, help_text="What was done, or why there is nothing to do.")
+
+
+class AdjudicationQueueForm(forms.Form):
+    """The adjudication queue's rule, criterion and which comparisons to show, read from the query string."""
+
+    rule = forms.ChoiceField(choices=list(ADJUDICATION_RULES.items()), required=False, label="Disputed when")
+    criterion = forms.ChoiceField(required=False)
+    shown = forms.ChoiceField(
+        choices=[("pending", "Awaiting adjudication"), ("adjudicated", "Adjudicated"), ("all", "All disputed")],
+        required=False,
+        label="Show",
+    )
+
+    def __init__(self, *args: Any, campaign: Campaign, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        labels = [(c["slug"], c.get("label") or c["slug"]) for c in campaign.criteria]
+        criterion = self.fields["criterion"]
+        assert isinstance(criterion, forms.ChoiceField)  # declared above
+        criterion.choices = [(OVERALL, "Overall"), *labels, (ANY_CRITERION, "Any criterion")]
+
+    def adjudication_rule(self) -> AdjudicationRule:
+        data = self.cleaned_data
+        return AdjudicationRule(rule=data.get("rule") or "any", criterion=data.get("criterion") or OVERALL)
+
+
+class AdjudicationForm(forms.Form):
+    """A final outcome for each criterion not adjudicated yet (each may be left for later), and a note."""
+
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=2000)
+
+    def __init__(
+        self, *args: Any, campaign: Campaign, names: tuple[str, str], decided: Any = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        rubric = [*campaign.criteria, {"slug": OVERALL, "label": "Overall"}]
+        outcomes = [("", "Leave open"), ("a", f"a: {names[0]}"), ("tie", "Tie"), ("b", f"b: {names[1]}")]
+        self.criteria = [criterion for criterion in rubric if criterion["slug"] not in decided]
+        for criterion in self.criteria:
+            self.fields[criterion["slug"]] = forms.ChoiceField(
+                choices=outcomes, required=False, label=criterion.get("label") or criterion["slug"]
+            )
+        self.order_fields([criterion["slug"] for criterion in self.criteria] + ["note"])
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not self.outcomes():
+            raise forms.ValidationError("Choose an outcome for at least one criterion.")
+        return data
+
+    def outcomes(self) -> dict[str, str]:
+        return {c["slug"]: self.cleaned_data[c["slug"]] for c in self.criteria if self.cleaned_data.get(c["slug"])}
+
+
+class QualificationAnswerForm(forms.Form):
+    """A qualification item's one question: the overall preference (left, tie or right)."""
+
+    overall = forms.ChoiceField(
+        choices=SIDE_CHOICES,
+        widget=forms.RadioSelect,
+        label="Overall",
+        help_text="All things considered, which answer is better?",
     )

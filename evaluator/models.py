@@ -92,12 +92,52 @@ class Campaign(models.Model):
     priority = models.IntegerField(
         default=0, help_text="Higher first: an annotator's next pair comes from their highest-priority campaign."
     )
+    # Qualification (evaluator/services/qualification.py): annotators first answer the campaign's qualification
+    # items (gold comparisons, QualificationItem) and are served its pairs only once an attempt scores at least
+    # the threshold; after `qualification_attempts` failed attempts nothing more is served to them from it.
+    qualification_required = models.BooleanField(
+        default=False, help_text="Annotators pass a qualification set of gold comparisons before rating."
+    )
+    qualification_threshold = models.FloatField(
+        default=0.8, help_text="Share of qualification items an attempt must get right to pass (0–1)."
+    )
+    qualification_attempts = models.PositiveSmallIntegerField(default=2, help_text="Attempts each annotator gets.")
+    # The guidelines' current version (its text is `guidelines`); a judgement records the version it was made under.
+    guidelines_version = models.ForeignKey(
+        "GuidelineVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A judge whose overall verdicts steer the claim (evaluator/services/judge_selection.py, docs/judges.md):
+    # active selection serves first the pairs it judged inconsistently or against the humans; with
+    # `judge_screening`, only the pairs it found close are served at all.
+    selection_judge = models.ForeignKey(
+        "Judge",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Its verdicts steer which pairs are served (active selection, screening).",
+    )
+    judge_screening = models.BooleanField(
+        default=False,
+        help_text="Serve only the pairs the selection judge found close (split across orders, or a tie).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(judge_screening=False) | Q(selection_judge__isnull=False),
+                name="campaign_screening_has_judge",
+            ),
             models.CheckConstraint(condition=Q(state__in=CampaignState.values), name="campaign_state_valid"),
+            models.CheckConstraint(
+                condition=Q(qualification_threshold__gt=0, qualification_threshold__lte=1),
+                name="campaign_qualification_threshold_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(qualification_attempts__gte=1), name="campaign_qualification_attempts_positive"
+            ),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="campaign_overlap_at_least_one"),
             models.CheckConstraint(condition=Q(gold_rate__gte=0, gold_rate__lte=1), name="campaign_gold_rate_share"),
             models.CheckConstraint(condition=Q(selection__in=Selection.values), name="campaign_selection_valid"),
@@ -155,10 +195,13 @@ class Prompt(models.Model):
     text = models.TextField()
     reference = models.TextField(blank=True)
     context = models.TextField(blank=True)
+    # A free tag ("coding", "maths", …) imported with the prompt file; the statistics page has a leaderboard per tag.
+    category = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["campaign", "category"], name="prompt_campaign_category")]
         constraints = [
             models.UniqueConstraint(fields=["campaign", "external_id"], name="prompt_unique_external_id"),
             models.CheckConstraint(condition=~Q(text=""), name="prompt_text_not_empty"),
@@ -378,6 +421,20 @@ class Outcome(models.TextChoices):
     TIE = "tie", "Tie"
 
 
+class JudgeOutcome(models.TextChoices):
+    """A judge's overall outcome on a pair, from its two verdicts (candidate a first, then b first)."""
+
+    A = "a", "Variant a in both orders"
+    B = "b", "Variant b in both orders"
+    TIE = "tie", "A tie in both orders"
+    SPLIT = "split", "The two orders disagree"
+    UNREAD = "unread", "A reply named no side"
+
+
+# The outcomes a judge-screened campaign serves to people: the judge could not tell the two answers apart.
+JUDGE_CLOSE = ("tie", "split", "unread")
+
+
 def random_rank() -> float:
     """A comparison's fixed random position: random selection walks an index on it instead of ORDER BY random()."""
     return random.random()  # noqa: S311 - a shuffle, not a secret
@@ -407,6 +464,11 @@ class Comparison(models.Model):
     votes_a = models.PositiveIntegerField(default=0, db_default=0, help_text="Overall votes for side a.")
     votes_b = models.PositiveIntegerField(default=0, db_default=0, help_text="Overall votes for side b.")
     vote_margin = models.FloatField(default=0.0, help_text="|a − b| / (a + b) of decisive overall votes; 0 if none.")
+    # The campaign's selection judge's overall outcome on the pair (JudgeOutcome), None while it has not judged both
+    # orders: written once per pair when its verdicts are stored, rewritten when the campaign's judge changes
+    # (evaluator/services/judge_selection.py). Never written by a claim or a submission, so the screened claim
+    # index below, whose condition reads it, costs the hot path nothing.
+    judge_outcome = models.CharField(max_length=6, null=True, blank=True)  # noqa: DJ001
     rank_key = models.FloatField(default=random_rank)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -424,6 +486,10 @@ class Comparison(models.Model):
             models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="comparison_unique_pair"),
             models.CheckConstraint(condition=Q(variant_a__lt=F("variant_b")), name="comparison_variants_ordered"),
             models.CheckConstraint(condition=~Q(candidate_a=F("candidate_b")), name="comparison_candidates_differ"),
+            models.CheckConstraint(
+                condition=Q(judge_outcome__isnull=True) | Q(judge_outcome__in=JudgeOutcome.values),
+                name="comparison_judge_outcome_valid",
+            ),
         ]
         indexes = [
             models.Index(fields=["campaign", "id"], name="comparison_campaign_idx"),
@@ -437,6 +503,12 @@ class Comparison(models.Model):
                 fields=["campaign", "rank_key"],
                 condition=Q(gold_outcome__isnull=False, claimable=True),
                 name="comparison_gold_claim_idx",
+            ),
+            # A judge-screened campaign's candidates: only the pairs its judge found close.
+            models.Index(
+                fields=["campaign", "rank_key"],
+                condition=Q(gold_outcome__isnull=True, claimable=True, judge_outcome__in=JUDGE_CLOSE),
+                name="comparison_screened_claim_idx",
             ),
         ]
 
@@ -496,6 +568,10 @@ class Judgement(models.Model):
     time_on_task_ms = models.PositiveIntegerField()
     # Judgements of a scripted annotator (bench/loop.py); left out of statistics and datasets unless asked for.
     simulated = models.BooleanField(default=False)
+    # The campaign's guidelines when it was submitted; null for judgements older than versioned guidelines.
+    guideline_version = models.ForeignKey(
+        "GuidelineVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="judgements"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -596,6 +672,72 @@ class AnswerFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} flag on candidate {self.candidate_id}"
+
+
+class ReviewStatus(models.TextChoices):
+    """What a reviewer decided about a flagged answer or a skipped pair; an item without a decision is open."""
+
+    RESOLVED = "resolved", "Resolved"
+    DISMISSED = "dismissed", "Dismissed"
+
+
+class ReviewResolution(models.Model):
+    """The decision on one review item (a flagged answer or a skipped pair): who decided, when, what and why.
+
+    At most one per item, so two reviewers deciding the same item at once cannot both be recorded
+    (evaluator/services/review.py); the row is the audit trail and is never edited."""
+
+    answer_flag = models.OneToOneField(
+        AnswerFlag, null=True, blank=True, on_delete=models.CASCADE, related_name="resolution"
+    )
+    skipped_assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.CASCADE, related_name="skip_resolution"
+    )
+    status = models.CharField(max_length=9, choices=ReviewStatus.choices)
+    note = models.CharField(max_length=1000)
+    # PROTECT: the audit trail must keep naming who decided (accounts are deactivated, not deleted).
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    resolved_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-resolved_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(answer_flag__isnull=False, skipped_assignment__isnull=True)
+                | Q(answer_flag__isnull=True, skipped_assignment__isnull=False),
+                name="reviewresolution_one_item",
+            ),
+            models.CheckConstraint(condition=Q(status__in=ReviewStatus.values), name="reviewresolution_status_valid"),
+            models.CheckConstraint(condition=~Q(note=""), name="reviewresolution_says_why"),
+        ]
+
+    def __str__(self) -> str:
+        item = f"flag {self.answer_flag_id}" if self.answer_flag_id else f"skip {self.skipped_assignment_id}"
+        return f"{self.status} {item}"
+
+
+class Adjudication(models.Model):
+    """A researcher's final outcome on one criterion of a comparison whose judgements disagree. The statistics can
+    count it in place of the judgements (VoteFilters.adjudicated) and the DPO dataset can prefer it
+    (SelectionRules.prefer_adjudicated). One per comparison and criterion: the first decision stands."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="adjudications")
+    criterion = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=3, choices=Outcome.choices)
+    note = models.CharField(max_length=2000, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["comparison_id", "criterion"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "criterion"], name="adjudication_once_per_criterion"),
+            models.CheckConstraint(condition=Q(outcome__in=Outcome.values), name="adjudication_outcome_valid"),
+            models.CheckConstraint(condition=~Q(criterion=""), name="adjudication_criterion_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"adjudication of comparison {self.comparison_id} on {self.criterion}: {self.outcome}"
 
 
 class DocumentCollection(Job):
@@ -752,6 +894,10 @@ class StatisticsSnapshot(Job):
             parts.append("gold items included")
         if filters.get("include_simulated"):
             parts.append("simulated judgements included")
+        if filters.get("guideline_version"):
+            parts.append(f"guidelines version {filters['guideline_version']}")
+        if filters.get("adjudicated"):
+            parts.append("adjudicated outcomes where available")
         return " · ".join(parts)
 
 
@@ -853,3 +999,264 @@ class DemoPreparation(Job):
 
     def __str__(self) -> str:
         return f"demo preparation #{self.pk}"
+
+
+class GuidelineVersion(models.Model):
+    """One version of a campaign's guidelines: every edit of the text adds one (evaluator/services/campaigns.py)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="guideline_versions")
+    number = models.PositiveIntegerField()
+    text = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["campaign", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "number"], name="guidelineversion_number_once"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="guidelineversion_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"guidelines v{self.number} of campaign {self.campaign_id}"
+
+
+class QualificationItem(models.Model):
+    """A gold comparison of the campaign that its qualification set asks (evaluator/services/qualification.py)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="qualification_items")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="qualification_items")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "comparison"], name="qualificationitem_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"qualification item {self.comparison_id} of campaign {self.campaign_id}"
+
+
+class QualificationAttempt(models.Model):
+    """One try of an annotator at a campaign's qualification set: its items are fixed when it starts (one
+    QualificationAnswer each); it ends when the last is answered, passed when the share right reaches the
+    threshold. `allowed` and `threshold` are the campaign's when it started, so the limit is a constraint here."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="qualification_attempts_made")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="qualification_attempts"
+    )
+    number = models.PositiveSmallIntegerField()
+    allowed = models.PositiveSmallIntegerField(help_text="Attempts the campaign allowed when this one started.")
+    threshold = models.FloatField(help_text="Share right needed to pass, as the campaign said when it started.")
+    total = models.PositiveSmallIntegerField(help_text="Items asked.")
+    correct = models.PositiveSmallIntegerField(default=0)
+    passed = models.BooleanField(null=True, blank=True, help_text="Empty while the attempt is under way.")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "annotator", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "annotator", "number"], name="qualificationattempt_number_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(number__gte=1, number__lte=F("allowed")), name="qualificationattempt_within_limit"
+            ),
+            models.CheckConstraint(condition=Q(total__gte=1), name="qualificationattempt_asks_something"),
+            models.CheckConstraint(condition=Q(correct__lte=F("total")), name="qualificationattempt_correct_capped"),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True, passed__isnull=True)
+                | Q(finished_at__isnull=False, passed__isnull=False),
+                name="qualificationattempt_result_when_finished",
+            ),
+            # One attempt under way at a time, and no attempt after a pass.
+            models.UniqueConstraint(
+                fields=["campaign", "annotator"],
+                condition=Q(finished_at__isnull=True),
+                name="qualificationattempt_one_open",
+            ),
+            models.UniqueConstraint(
+                fields=["campaign", "annotator"], condition=Q(passed=True), name="qualificationattempt_one_pass"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"qualification attempt {self.number} of {self.annotator_id} in campaign {self.campaign_id}"
+
+    @property
+    def score(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+class QualificationAnswer(models.Model):
+    """One item of an attempt: the pair as shown (its side placement) and, once answered, the choice and whether
+    it matched the gold outcome. The token is the only handle the annotator sees."""
+
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    attempt = models.ForeignKey(QualificationAttempt, on_delete=models.CASCADE, related_name="answers")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="qualification_answers")
+    position = models.PositiveSmallIntegerField()
+    left_is_a = models.BooleanField()
+    outcome = models.CharField(max_length=3, choices=Outcome.choices, blank=True)
+    correct = models.BooleanField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["attempt", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["attempt", "comparison"], name="qualificationanswer_item_once"),
+            models.UniqueConstraint(fields=["attempt", "position"], name="qualificationanswer_position_once"),
+            models.CheckConstraint(
+                condition=Q(answered_at__isnull=True, outcome="", correct__isnull=True)
+                | Q(answered_at__isnull=False, outcome__in=Outcome.values, correct__isnull=False),
+                name="qualificationanswer_complete_when_answered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"qualification answer {self.pk}"
+
+
+class Judge(models.Model):
+    """A model that rates pairs beside the people: a local model run by a worker, or an OpenAI-compatible chat
+    endpoint. Its verdicts (JudgeVerdict) are kept apart from human judgements and never enter human statistics.
+
+    An endpoint's API key is never stored: `api_key_env` names the worker's environment variable that holds it."""
+
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local model (run by a GPU worker)"
+        ENDPOINT = "endpoint", "OpenAI-compatible endpoint"
+
+    name = models.CharField(max_length=120, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # A local model: what training.generation loads.
+    base_model = models.CharField(max_length=500, blank=True, help_text="Hugging Face model id, folder or GGUF.")
+    adapter_path = models.CharField(max_length=500, blank=True)
+    quantization = models.CharField(max_length=8, choices=Quantization.choices, default=Quantization.NONE)
+    batch_size = models.PositiveSmallIntegerField(default=8, help_text="Prompts a local model answers at once.")
+    # An endpoint.
+    base_url = models.CharField(max_length=500, blank=True, help_text="Up to /v1, e.g. https://api.example.com/v1")
+    model_name = models.CharField(max_length=200, blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True, help_text="The environment variable holding the key.")
+    timeout_seconds = models.FloatField(default=60.0)
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    concurrency = models.PositiveSmallIntegerField(default=4, help_text="Requests in flight at once.")
+    max_new_tokens = models.PositiveIntegerField(default=256)
+    # Prompt templates by criterion slug ("*": any criterion without one); a missing slug uses the built-in one.
+    templates = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["local", "endpoint"]), name="judge_kind_valid"),
+            models.CheckConstraint(condition=Q(kind="endpoint") | ~Q(base_model=""), name="judge_local_has_base_model"),
+            models.CheckConstraint(
+                condition=Q(kind="local") | ~Q(base_url="") & ~Q(model_name=""), name="judge_endpoint_has_url_and_model"
+            ),
+            models.CheckConstraint(
+                condition=Q(api_key_env__regex=r"^([A-Za-z_][A-Za-z0-9_]*)?$"), name="judge_key_env_name"
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gt=0, timeout_seconds__lte=3600), name="judge_timeout_range"
+            ),
+            models.CheckConstraint(condition=Q(max_retries__lte=10), name="judge_retries_capped"),
+            models.CheckConstraint(
+                condition=Q(concurrency__gte=1, concurrency__lte=64), name="judge_concurrency_range"
+            ),
+            models.CheckConstraint(condition=Q(batch_size__gte=1, batch_size__lte=256), name="judge_batch_size_range"),
+            models.CheckConstraint(
+                condition=Q(max_new_tokens__gte=1, max_new_tokens__lte=8192), name="judge_max_new_tokens_range"
+            ),
+            models.CheckConstraint(condition=Q(quantization__in=Quantization.values), name="judge_quantization_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JudgeJob(Job):
+    """A judge rating every pair of a campaign on some criteria, each pair in both orders."""
+
+    judge = models.ForeignKey(Judge, on_delete=models.PROTECT, related_name="jobs")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="judge_jobs")
+    criteria = models.JSONField(default=list, help_text="Criterion slugs judged, in order.")
+    # Units are (pair, criterion): one is done once both orders' verdicts are stored.
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    unparseable = models.PositiveIntegerField(default=0, help_text="Stored verdicts whose reply named no side.")
+    # Asked for from the job page; the run checks it between chunks and ends the job `cancelled`.
+    cancel_requested = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta(Job.Meta):
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            *Job.Meta.constraints,
+            models.CheckConstraint(condition=Q(done__lte=F("total")), name="judgejob_done_within_total"),
+        ]
+
+    def __str__(self) -> str:
+        return f"judge job #{self.pk}"
+
+
+class JudgeVerdict(models.Model):
+    """One judge's verdict on one pair, criterion and order. Order "ab": candidate a was shown first (Answer A).
+
+    `choice` is the side the reply named as the reader saw it (left: shown first); None when the reply named
+    none (parse_status says how it failed), never guessed."""
+
+    class Order(models.TextChoices):
+        AB = "ab", "a first"
+        BA = "ba", "b first"
+
+    class Choice(models.TextChoices):
+        LEFT = "left", "First answer"
+        RIGHT = "right", "Second answer"
+        TIE = "tie", "Tie"
+
+    class ParseStatus(models.TextChoices):
+        OK = "ok", "Parsed"
+        NO_VERDICT = "no_verdict", "No verdict line"
+        AMBIGUOUS = "ambiguous", "Verdict lines disagree"
+
+    judge = models.ForeignKey(Judge, on_delete=models.CASCADE, related_name="verdicts")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judge_verdicts")
+    job = models.ForeignKey(JudgeJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="verdicts")
+    criterion = models.CharField(max_length=64)
+    order = models.CharField(max_length=2, choices=Order.choices)
+    raw_output = models.TextField()
+    choice = models.CharField(max_length=5, choices=Choice.choices, null=True, blank=True)  # noqa: DJ001
+    parse_status = models.CharField(max_length=10, choices=ParseStatus.choices)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["judge", "comparison", "criterion", "order"], name="judgeverdict_once_per_order"
+            ),
+            models.CheckConstraint(condition=Q(order__in=["ab", "ba"]), name="judgeverdict_order_valid"),
+            models.CheckConstraint(
+                condition=Q(parse_status__in=["ok", "no_verdict", "ambiguous"]), name="judgeverdict_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(parse_status="ok", choice__in=["left", "right", "tie"])
+                | ~Q(parse_status="ok") & Q(choice__isnull=True),
+                name="judgeverdict_choice_only_when_parsed",
+            ),
+            models.CheckConstraint(condition=~Q(criterion=""), name="judgeverdict_criterion_not_empty"),
+        ]
+        indexes = [models.Index(fields=["judge", "comparison"], name="judgeverdict_judge_pair_idx")]
+
+    def __str__(self) -> str:
+        return f"verdict {self.pk} of judge {self.judge_id}"

@@ -1,6 +1,19 @@
 from django.urls import include, path
 
-from evaluator.views import demo, health, manage, people, qa, rating, stats, training, workers
+from evaluator.views import (
+    demo,
+    health,
+    judges,
+    manage,
+    people,
+    qa,
+    qualification,
+    rating,
+    review,
+    stats,
+    training,
+    workers,
+)
 
 urlpatterns = [
     path("", rating.home, name="home"),
@@ -11,6 +24,16 @@ urlpatterns = [
     path("rate/campaigns/", rating.rate_campaigns, name="rate_campaigns"),
     path("rate/campaigns/<int:campaign_id>/", rating.rate_campaign_pick, name="rate_campaign_pick"),
     path("rate/next/", rating.rate_next, name="rate_next"),
+    path(
+        "rate/qualification/<uuid:token>/",
+        qualification.rate_qualification_submit,
+        name="rate_qualification_submit",
+    ),
+    path(
+        "rate/qualification/campaigns/<int:campaign_id>/attempts/",
+        qualification.rate_qualification_retry,
+        name="rate_qualification_retry",
+    ),
     path("rate/<uuid:token>/", rating.rate_submit, name="rate_submit"),
     path("rate/<uuid:token>/skip/", rating.rate_skip, name="rate_skip"),
     path("rate/<uuid:token>/flag/", rating.rate_flag, name="rate_flag"),
@@ -30,6 +53,25 @@ urlpatterns = [
         stats.statistics_snapshot_download,
         name="statistics_snapshot_download",
     ),
+    path("review/", review.review_index, name="review_index"),
+    path("review/flags/<int:flag_id>/decide/", review.review_flag_decide, name="review_flag_decide"),
+    path("review/skips/<int:assignment_id>/decide/", review.review_skip_decide, name="review_skip_decide"),
+    path(
+        "review/campaigns/<int:campaign_id>/review.<str:file_format>",
+        review.review_items_download,
+        name="review_items_download",
+    ),
+    path("review/campaigns/<int:campaign_id>/adjudication/", review.adjudication_queue, name="adjudication_queue"),
+    path(
+        "review/campaigns/<int:campaign_id>/comparisons/<int:comparison_id>/",
+        review.comparison_review,
+        name="comparison_review",
+    ),
+    path(
+        "review/campaigns/<int:campaign_id>/comparisons/<int:comparison_id>/adjudicate/",
+        review.adjudication_record,
+        name="adjudication_record",
+    ),
     path("manage/", manage.manage, name="manage"),
     path("manage/campaigns/new/", manage.campaign_create, name="campaign_create"),
     path("manage/variants/new/", manage.variant_create, name="variant_create"),
@@ -45,7 +87,9 @@ urlpatterns = [
     path("manage/campaigns/<int:campaign_id>/prompts/", manage.prompts_import, name="prompts_import"),
     path("manage/campaigns/<int:campaign_id>/generate/", manage.generation_queue, name="generation_queue"),
     path("manage/campaigns/<int:campaign_id>/generation/", manage.generation_jobs_live, name="generation_jobs_live"),
+    path("manage/campaigns/<int:campaign_id>/counts/", manage.campaign_counts_live, name="campaign_counts_live"),
     path("manage/campaigns/<int:campaign_id>/retrain/", training.training_queue, name="training_queue"),
+    path("manage/campaigns/<int:campaign_id>/retrain/power/", training.retrain_power, name="retrain_power"),
     path("manage/jobs/<int:job_id>/", training.training_job_detail, name="training_job_detail"),
     path("manage/jobs/<int:job_id>/cancel/", training.training_job_cancel, name="training_job_cancel"),
     path("manage/jobs/<int:job_id>/resume/", training.training_job_resume, name="training_job_resume"),
@@ -81,6 +125,18 @@ urlpatterns = [
     path("manage/users/<int:user_id>/roles/", people.user_roles_update, name="user_roles_update"),
     path("manage/users/<int:user_id>/deactivate/", people.user_deactivate, name="user_deactivate"),
     path("manage/users/<int:user_id>/reactivate/", people.user_reactivate, name="user_reactivate"),
+    path("manage/judges/", judges.judges, name="judges"),
+    path("manage/judges/new/", judges.judge_new, name="judge_new"),
+    path("manage/judges/<int:judge_id>/", judges.judge_detail, name="judge_detail"),
+    path("manage/judges/<int:judge_id>/run/", judges.judge_job_create, name="judge_job_create"),
+    path("manage/judge-jobs/<int:job_id>/", judges.judge_job_detail, name="judge_job_detail"),
+    path("manage/judge-jobs/<int:job_id>/cancel/", judges.judge_job_stop, name="judge_job_stop"),
+    path("manage/judge-jobs/<int:job_id>/resume/", judges.judge_job_restart, name="judge_job_restart"),
+    path(
+        "stats/<int:campaign_id>/judges/<int:judge_id>/",
+        judges.judge_calibration_page,
+        name="judge_calibration",
+    ),
     path("manage/qa/", qa.qa_sets, name="qa_sets"),
     path("manage/qa/new/", qa.qa_set_create, name="qa_set_create"),
     path("manage/qa/<int:qa_set_id>/", qa.qa_set_detail, name="qa_set_detail"),

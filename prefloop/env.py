@@ -1,5 +1,6 @@
 """Small typed readers for environment variables that fail loudly on bad values."""
 
+import math
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,6 +35,21 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, *, above: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or (above is not None and value <= above):
+        raise ImproperlyConfigured(
+            f"{name}={raw} must be a finite number" + (f" above {above}" if above is not None else "")
+        )
     return value
 
 

@@ -5,6 +5,7 @@ With nothing set, Prefloop runs on embedded defaults (SQLite and a filesystem br
 """
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import dj_database_url
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from prefloop.env import env_bool, env_choice, env_int, env_list, env_str
+from prefloop.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PREFLOOP_VAR_DIR", str(BASE_DIR / "var")))
@@ -22,6 +23,16 @@ ARTIFACTS_DIR = Path(env_str("PREFLOOP_ARTIFACTS_DIR", str(VAR_DIR / "artifacts"
 # them; the training library, which never reads Django settings, finds the folder through the environment.
 MODEL_CACHE_DIR = Path(env_str("PREFLOOP_MODEL_CACHE", str(ARTIFACTS_DIR / "models")))
 os.environ["PREFLOOP_MODEL_CACHE"] = str(MODEL_CACHE_DIR)
+# Artifacts on S3-compatible object storage (evaluator/artifacts.py): s3://bucket/prefix, and the endpoint of a
+# server other than AWS (SeaweedFS, MinIO, Ceph…); keys come from the standard AWS variables. Unset: the artifacts
+# folder alone, which every worker must then share. Set: ARTIFACTS_DIR is each machine's local cache.
+PREFLOOP_ARTIFACT_STORE = env_str("PREFLOOP_ARTIFACT_STORE", "").strip()
+PREFLOOP_ARTIFACT_STORE_ENDPOINT = env_str("PREFLOOP_ARTIFACT_STORE_ENDPOINT", "").strip()
+_BUCKET_URL = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
+if PREFLOOP_ARTIFACT_STORE and not re.fullmatch(_BUCKET_URL, PREFLOOP_ARTIFACT_STORE):
+    raise ImproperlyConfigured(
+        f"PREFLOOP_ARTIFACT_STORE={PREFLOOP_ARTIFACT_STORE!r} is not s3://bucket or s3://bucket/prefix"
+    )
 
 DEBUG = env_bool("PREFLOOP_DEBUG", False)
 _DEV_SECRET = "prefloop-insecure-development-key-change-me-before-any-deployment"  # noqa: S105 - local only
@@ -188,6 +199,14 @@ WHITENOISE_USE_FINDERS = not env_bool("PREFLOOP_PRODUCTION", False)
 PREFLOOP_MAX_UPLOAD_BYTES = env_int("PREFLOOP_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREFLOOP_MAX_UPLOAD_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = PREFLOOP_MAX_UPLOAD_BYTES
+# Caps on reading one uploaded document, in the worker that builds a collection's index (training.rag.
+# ExtractionLimits, whose defaults these repeat): pages, characters, bytes of decompressed PDF page content, seconds
+# and bytes of memory of the child process that extracts it.
+PREFLOOP_DOCUMENT_MAX_PAGES = env_int("PREFLOOP_DOCUMENT_MAX_PAGES", 1_000, minimum=1)
+PREFLOOP_DOCUMENT_MAX_CHARS = env_int("PREFLOOP_DOCUMENT_MAX_CHARS", 1_000_000, minimum=1)
+PREFLOOP_DOCUMENT_MAX_CONTENT_BYTES = env_int("PREFLOOP_DOCUMENT_MAX_CONTENT_BYTES", 4_000_000, minimum=1)
+PREFLOOP_DOCUMENT_MAX_SECONDS = env_float("PREFLOOP_DOCUMENT_MAX_SECONDS", 60.0, above=0)
+PREFLOOP_DOCUMENT_MAX_MEMORY_BYTES = env_int("PREFLOOP_DOCUMENT_MAX_MEMORY_BYTES", 2 * 1024**3, minimum=1)
 
 # Security headers; production values are switched on by PREFLOOP_PRODUCTION=1.
 PRODUCTION = env_bool("PREFLOOP_PRODUCTION", False)
@@ -263,6 +282,9 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.export_model": {"queue": CELERY_TASK_DEFAULT_QUEUE},
     "workers.tasks.build_statistics_snapshot": {"queue": CELERY_TASK_DEFAULT_QUEUE},
     "workers.tasks.generate_qa_pairs": {"queue": CELERY_GPU_QUEUE},
+    # A local judge loads its model on the GPU worker; an endpoint judge's requests are light, but one queue keeps
+    # every judge job on the workers that are set up for model work.
+    "workers.tasks.judge_campaign": {"queue": CELERY_GPU_QUEUE},
 }
 # Job recovery (evaluator/services/jobs.py): a running task beats its job's heartbeat this often; a job whose
 # heartbeat is older than PREFLOOP_JOB_STALE_SECONDS, on a worker that is gone, is queued again by the reaper, which
@@ -287,6 +309,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 PREFLOOP_BASE_MODEL = env_str("PREFLOOP_BASE_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
 PREFLOOP_TINY_MODEL_DIR = Path(env_str("PREFLOOP_TINY_MODEL_DIR", str(VAR_DIR / "models" / "tiny")))
 PREFLOOP_GENERATION_BATCH_SIZE = env_int("PREFLOOP_GENERATION_BATCH_SIZE", 8, minimum=1)
+# A retrain runs as this many processes (`accelerate launch`; one per GPU) when above 1 or when an accelerate config
+# file (DeepSpeed ZeRO, FSDP-QLoRA, ...: training/accelerate/, docs/deployment.md) is named.
+PREFLOOP_TRAIN_PROCESSES = env_int("PREFLOOP_TRAIN_PROCESSES", 1, minimum=1)
+PREFLOOP_ACCELERATE_CONFIG = env_str("PREFLOOP_ACCELERATE_CONFIG", "")
 # How workers generate candidates: transformers (built in) or vllm (`pip install vllm` on the CUDA GPU workers).
 PREFLOOP_GENERATION_BACKEND = env_choice("PREFLOOP_GENERATION_BACKEND", "transformers", ("transformers", "vllm"))
 

@@ -113,3 +113,23 @@ def judgement(
         CriterionChoice(judgement=made, criterion=slug, outcome=outcome) for slug, outcome in choices.items()
     )
     return made
+
+
+def judge_verdicts(judge: Any, pair: Comparison, choices: tuple[str | None, str | None]) -> None:
+    """The judge's two overall verdicts on `pair`: `choices` for the order a-then-b and for b-then-a ("left":
+    the answer shown first; None: a reply that named no side)."""
+    from evaluator.models import JudgeVerdict
+
+    JudgeVerdict.objects.bulk_create(
+        JudgeVerdict(
+            judge=judge,
+            comparison=pair,
+            criterion="overall",
+            order=order,
+            raw_output=f"VERDICT: {choice}" if choice else "I cannot say.",
+            choice=choice,
+            parse_status="ok" if choice else "no_verdict",
+            latency_ms=5,
+        )
+        for order, choice in zip(("ab", "ba"), choices, strict=True)
+    )

@@ -22,7 +22,8 @@ class MetricsRelay(TrainerCallback):
     A run that resumes from the checkpoint of step `resume_step` keeps the lines of `metrics_path` up to that step
     (the steps after it are trained and logged again) and drops the summary line of the run it continues.
     Otherwise the file starts empty. `logs` keeps this run's dicts in order; `stopped_early` is True when
-    `should_stop` cut the run short.
+    `should_stop` cut the run short. With `record` False (every process of a multi-process run but the first) the
+    relay neither writes the file nor passes logs and checkpoints on: the first process reports for all.
     """
 
     def __init__(
@@ -33,14 +34,18 @@ class MetricsRelay(TrainerCallback):
         should_stop: Callable[[], bool] | None = None,
         on_checkpoint: Callable[[Path, int], None] | None = None,
         resume_step: int | None = None,
+        record: bool = True,
     ) -> None:
         self.metrics_path = metrics_path
+        self.record = record
         self.on_log_callback = on_log
         self.should_stop = should_stop
         self.on_checkpoint = on_checkpoint
         self.logs: list[dict[str, Any]] = []
         self.stopped_early = False
-        kept = _step_lines(metrics_path, up_to=resume_step) if resume_step is not None else []
+        if not record:
+            return
+        kept = step_lines(metrics_path, up_to=resume_step) if resume_step is not None else []
         # Rewritten beside and renamed, so that a crash here cannot lose the lines being kept.
         partial = metrics_path.with_name(f".{metrics_path.name}.partial")
         partial.write_text("".join(kept), encoding="utf-8")
@@ -56,6 +61,8 @@ class MetricsRelay(TrainerCallback):
     ) -> None:
         entry = {"step": state.global_step, "max_steps": state.max_steps, **_json_ready(logs or {})}
         self.logs.append(entry)
+        if not self.record:
+            return
         # Appended and closed line by line, so the file is complete up to the last log even after a crash.
         with self.metrics_path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(entry) + "\n")
@@ -86,7 +93,7 @@ class MetricsRelay(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         # The Trainer calls this after it wrote the checkpoint whole (trainer_state.json last) and rotated the old.
-        if self.on_checkpoint is not None:
+        if self.on_checkpoint is not None and self.record:
             # Typed optional, but TrainingArguments fills in a default: a Trainer that saves has an output_dir.
             assert args.output_dir is not None
             self.on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
@@ -97,7 +104,7 @@ def _json_ready(logs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value.item() if hasattr(value, "item") else value for key, value in logs.items()}
 
 
-def _step_lines(metrics_path: Path, *, up_to: int) -> list[str]:
+def step_lines(metrics_path: Path, *, up_to: int) -> list[str]:
     """The lines of step logs at or before step `up_to`; end-of-run summaries (train_runtime, ...) are left out."""
     if not metrics_path.exists():
         return []

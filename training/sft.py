@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.launch import exit_with_launcher
 from training.lines import read_lines
 from training.preferences import PreferenceFileError, read_preference_jsonl
 from training.trainer_common import (
@@ -43,6 +44,7 @@ from training.trainer_common import (
     StopCallback,
     TrainingJobConfig,
     TrainingResult,
+    announce_process,
     checked_checkpoint,
     latest_checkpoint,
     load_base_for_training,
@@ -261,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--resume", action="store_true", help="go on from the newest complete checkpoint in output_dir, if any"
     )
     args = parser.parse_args(argv)
+    exit_with_launcher()  # a no-op unless a worker launched this run (training.launch)
     try:
         config = SFTJobConfig.from_yaml(args.config)
     except (ValueError, OSError) as error:
@@ -271,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"bad dataset: {error}")
     resume = latest_checkpoint(config.checkpoint_dir) if args.resume else None
     result = train_sft(config, on_log=_print_log, resume_from_checkpoint=resume)
-    print(result.adapter_dir)
+    announce_process(result)
+    if result.process_index == 0:
+        print(result.adapter_dir)
     return 0
 
 

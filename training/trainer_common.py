@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -179,6 +180,17 @@ class TrainingResult:
     train_loss: float | None
     stopped_early: bool
     start_step: int = 0
+    # Under `accelerate launch`, how many processes trained together and which of them this one was; only the
+    # first (0) writes the metrics stream and the adapter.
+    processes: int = 1
+    process_index: int = 0
+
+
+def announce_process(result: TrainingResult) -> None:
+    """Say on stderr, as one JSON line, that this process finished its part of the run: under `accelerate launch`
+    every process says so, which shows how many trained."""
+    line = {"process": result.process_index, "processes": result.processes, "steps": result.steps}
+    print(json.dumps(line), file=sys.stderr, flush=True)
 
 
 def run_trainer(
@@ -207,19 +219,29 @@ def run_trainer(
     start_step = checkpoint_step(resume) if resume is not None else 0
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _discard_checkpoints(config.checkpoint_dir, keep_up_to=start_step if resume is not None else None)
+    # Several processes (accelerate launch) train one run: the first writes its files, the others only train.
+    first = trainer.is_world_process_zero()
+    if first:
+        _discard_checkpoints(config.checkpoint_dir, keep_up_to=start_step if resume is not None else None)
     relay = MetricsRelay(
         output_dir / "metrics.jsonl",
         on_log=on_log,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
         resume_step=start_step if resume is not None else None,
+        record=first,
     )
     trainer.add_callback(relay)
     # With progress bars off the Trainer prints every log dict to stdout; the relay reports them instead.
     trainer.remove_callback(PrinterCallback)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    adapter_dir = save_adapter(trainer, output_dir / "adapter")
+    adapter_dir = output_dir / "adapter"
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        save_sharded_adapter(trainer, adapter_dir)
+    elif first:
+        save_adapter(trainer, adapter_dir)
+    # No process ends before the adapter is saved: the launcher reads a run as done once every process exited.
+    trainer.accelerator.wait_for_everyone()
     steps = trainer.state.global_step
     trained = steps > start_step and math.isfinite(output.training_loss)
     return TrainingResult(
@@ -229,6 +251,8 @@ def run_trainer(
         train_loss=output.training_loss if trained else None,
         stopped_early=relay.stopped_early,
         start_step=start_step,
+        processes=trainer.args.world_size,
+        process_index=trainer.args.process_index,
     )
 
 
@@ -272,6 +296,7 @@ def load_base_for_training(config: TrainingJobConfig, device: str) -> PreTrained
 
     dtype = compute_dtype(device)
     qlora = config.qlora
+    sharded = weights_sharded()
     quantization = None
     if qlora.load_in_4bit:
         quantization = BitsAndBytesConfig(
@@ -279,15 +304,38 @@ def load_base_for_training(config: TrainingJobConfig, device: str) -> PreTrained
             bnb_4bit_quant_type=qlora.quant_type,
             bnb_4bit_use_double_quant=qlora.double_quant,
             bnb_4bit_compute_dtype=dtype,
+            # FSDP and ZeRO-3 shard floating-point tensors only: the packed 4-bit weights are stored in the
+            # compute dtype so that they shard with the rest (bitsandbytes' FSDP-QLoRA guide).
+            **({"bnb_4bit_quant_storage": dtype} if sharded else {}),
         )
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(config.base_model), dtype=dtype, device_map=device, quantization_config=quantization
+        resolve_model(config.base_model),
+        dtype=dtype,
+        device_map=weights_placement(device, sharded=sharded),
+        quantization_config=quantization,
     )
     if qlora.load_in_4bit:
         # Freezes the quantised weights, keeps norms in float32 and enables gradient checkpointing with input
         # gradients, without which no gradient would reach the adapters through a frozen, checkpointed base.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     return model
+
+
+def weights_sharded() -> bool:
+    """True when `accelerate launch` runs this process with FSDP or DeepSpeed ZeRO-3, which shard the weights."""
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return fsdp or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+
+
+def weights_placement(device: str, *, sharded: bool) -> str | dict[str, int] | None:
+    """from_pretrained's device_map: none when FSDP or ZeRO-3 place the shards themselves; under data parallelism
+    on GPUs (`accelerate launch`, LOCAL_RANK set) the whole model on this process's own GPU; else `device`."""
+    if sharded:
+        return None
+    local_rank = os.environ.get("LOCAL_RANK")
+    if device.startswith("cuda") and local_rank is not None:
+        return {"": int(local_rank)}
+    return device
 
 
 def lora_config(qlora: QLoRASettings) -> Any:
@@ -315,6 +363,22 @@ def save_adapter(trainer: Trainer, adapter_dir: Path) -> Path:
     with staged_dir(adapter_dir) as partial:
         cast("PeftModel", trainer.model).save_pretrained(str(partial))
         cast("PreTrainedTokenizerBase", trainer.processing_class).save_pretrained(partial)
+    return adapter_dir
+
+
+def save_sharded_adapter(trainer: Trainer, adapter_dir: Path) -> Path:
+    """Save an adapter sharded across processes (FSDP, DeepSpeed ZeRO): every process must call this, for they
+    all take part in gathering it; the first writes it, as save_adapter does, complete or not at all."""
+    if trainer.is_fsdp_enabled:
+        # Gathered whole on the first process (peft's FSDP guide) rather than written as one shard per process.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    gathered = adapter_dir.with_name(f".{adapter_dir.name}.gathered")
+    trainer.save_model(str(gathered))  # the adapter and the tokenizer, written by the first process
+    if trainer.is_world_process_zero():
+        with staged_dir(adapter_dir) as partial:
+            for item in gathered.iterdir():
+                os.replace(item, partial / item.name)
+        shutil.rmtree(gathered, ignore_errors=True)
     return adapter_dir
 
 

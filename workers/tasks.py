@@ -150,3 +150,11 @@ def generate_qa_pairs(qa_set_id: int) -> None:
     from evaluator.services.qa_sets import qa_set_run
 
     qa_set_run(qa_set_id=qa_set_id)
+
+
+@shared_task(base=JobTask, job_model="evaluator.JudgeJob")
+def judge_campaign(job_id: int) -> None:
+    """Judge a campaign's pairs in both orders with a judge (evaluator.services.judges)."""
+    from evaluator.services.judges import judge_job_run
+
+    judge_job_run(job_id=job_id)

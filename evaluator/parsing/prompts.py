@@ -13,7 +13,8 @@ from typing import Any
 from training.lines import split_lines
 
 MAX_PROMPT_CHARS = 20_000
-FIELDS = ("id", "prompt", "reference", "context")
+MAX_CATEGORY_CHARS = 64  # Prompt.category's max_length
+FIELDS = ("id", "prompt", "reference", "context", "category")
 REQUIRED = ("id", "prompt")
 
 
@@ -23,6 +24,7 @@ class PromptRow:
     text: str
     reference: str = ""
     context: str = ""
+    category: str = ""
 
 
 class PromptFileError(ValueError):
@@ -143,7 +145,9 @@ def _row_from_mapping(line: int, record: dict[str, object]) -> PromptRow:
         raise PromptFileError(line, "field 'id' is longer than 120 characters")
     if len(values["prompt"]) > MAX_PROMPT_CHARS:
         raise PromptFileError(line, f"field 'prompt' is longer than {MAX_PROMPT_CHARS} characters")
-    return PromptRow(values["id"], values["prompt"], values["reference"], values["context"])
+    if len(values["category"]) > MAX_CATEGORY_CHARS:
+        raise PromptFileError(line, f"field 'category' is longer than {MAX_CATEGORY_CHARS} characters")
+    return PromptRow(values["id"], values["prompt"], values["reference"], values["context"], values["category"])
 
 
 def _check_unique_ids(rows: list[tuple[int, PromptRow]]) -> None:

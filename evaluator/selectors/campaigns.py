@@ -1,9 +1,11 @@
 """Every read that is more than a `get`: keyword-only, typed, named <noun>_<verb>."""
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from typing import Any, Self, cast
 
+import numpy as np
 import pandas as pd
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, User
@@ -11,7 +13,9 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Length
 
+from evaluator.batching import batched
 from evaluator.models import (
+    JUDGE_CLOSE,
     OVERALL,
     Assignment,
     Campaign,
@@ -28,10 +32,20 @@ from evaluator.models import (
     TrainingJob,
 )
 from evaluator.roles import ROLES
-from evaluator.selectors.rating import campaign_percent_done, campaigns_servable
+from evaluator.selectors.qualification import qualification_standing
+from evaluator.selectors.rating import campaign_identical_pairs, campaign_percent_done, campaigns_servable
+from evaluator.selectors.review import adjudicated_outcomes, votes_adjudicated
 from evaluator.stats import statistics as statistics_stats
 from evaluator.stats.quality import JUDGEMENT_COLUMNS, WARNING_LABELS, annotator_quality
-from evaluator.stats.statistics import VOTE_COLUMNS, CampaignStatistics, pairwise_table, prompt_majority
+from evaluator.stats.statistics import (
+    STYLE_COLUMNS,
+    STYLE_FEATURES,
+    VOTE_COLUMNS,
+    CampaignStatistics,
+    markdown_style_counts,
+    pairwise_table,
+    prompt_majority,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,14 @@ class VoteFilters:
     exclude_gold: bool = True
     # Judgements of a scripted annotator (bench/loop.py) are no human's: counted only on request.
     include_simulated: bool = False
+    # Where a researcher adjudicated a comparison's criterion, its judgements count with the adjudicated outcome.
+    adjudicated: bool = False
+    # Only judgements made under this version (number) of the campaign's guidelines; None: any, unversioned too.
+    guideline_version: int | None = None
+    # Only judgements of prompts tagged with this category.
+    category: str | None = None
+    # Leave out the annotators the leave-one-out likelihood test flags (evaluator.stats.statistics.annotator_outliers).
+    exclude_outliers: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The filters as plain JSON (dates as YYYY-MM-DD), as a statistics snapshot stores them."""
@@ -69,6 +91,14 @@ class VoteFilters:
                 if value is not None and not isinstance(value, str):
                     raise ValueError(f"annotator_group must be a group name or null, got {value!r}")
                 values[name] = value or None
+            elif name == "category":
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"category must be a category name or null, got {value!r}")
+                values[name] = value or None
+            elif name == "guideline_version":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError(f"guideline_version must be a version number (1, 2, …) or null, got {value!r}")
+                values[name] = value
             elif isinstance(value, bool):
                 values[name] = value
             else:
@@ -94,6 +124,9 @@ _VOTE_FIELDS = {
     "length_b": "length_b",
     "time_on_task_ms": "judgement__time_on_task_ms",
     "created_at": "judgement__created_at",
+    "category": "judgement__comparison__prompt__category",
+    "candidate_a": "judgement__comparison__candidate_a_id",
+    "candidate_b": "judgement__comparison__candidate_b_id",
 }
 
 
@@ -114,6 +147,10 @@ def judgement_choices(*, campaign: Campaign, filters: VoteFilters | None = None)
         choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
     if not filters.include_simulated:
         choices = choices.filter(judgement__simulated=False)
+    if filters.guideline_version is not None:
+        choices = choices.filter(judgement__guideline_version__number=filters.guideline_version)
+    if filters.category:
+        choices = choices.filter(judgement__comparison__prompt__category=filters.category)
     return choices
 
 
@@ -125,7 +162,28 @@ def votes_frame(*, campaign: Campaign, filters: VoteFilters | None = None) -> pd
         length_b=Length("judgement__comparison__candidate_b__text"),
     ).values_list(*_VOTE_FIELDS.values())
     frame = pd.DataFrame.from_records(list(rows.iterator(chunk_size=20_000)), columns=list(_VOTE_FIELDS))
-    return frame[VOTE_COLUMNS]
+    if filters is not None and filters.adjudicated:
+        frame = votes_adjudicated(frame, adjudicated_outcomes(campaign=campaign))
+    frame = votes_with_markdown_counts(frame, campaign=campaign)
+    return frame[[*VOTE_COLUMNS, "category", *STYLE_COLUMNS[2:]]]
+
+
+def votes_with_markdown_counts(frame: pd.DataFrame, *, campaign: Campaign) -> pd.DataFrame:
+    """Add the markdown style columns (headers_a, …, bold_b) from the texts of the frame's candidate_a/b answers."""
+    counts = candidate_markdown_counts(campaign=campaign)
+    for side in ("a", "b"):
+        position = counts.index.get_indexer(pd.Index(frame[f"candidate_{side}"]))
+        for feature in counts.columns:
+            frame[f"{feature}_{side}"] = counts[feature].to_numpy()[position] if len(counts) else 0
+    return frame
+
+
+def candidate_markdown_counts(*, campaign: Campaign) -> pd.DataFrame:
+    """Headers, list items and bold spans of every answer of the campaign, indexed by candidate id."""
+    features = [feature for feature in STYLE_FEATURES if feature != "length"]
+    texts = Candidate.objects.filter(prompt__campaign=campaign).values_list("pk", "text")
+    counts = {pk: markdown_style_counts(text) for pk, text in texts.iterator(chunk_size=2_000)}
+    return pd.DataFrame.from_dict(counts, orient="index", columns=features).astype(np.int64)
 
 
 def campaign_pairwise_stats(*, campaign: Campaign) -> list[dict[str, Any]]:
@@ -156,13 +214,33 @@ def decisive_vote_count(*, campaign: Campaign, criterion: str = OVERALL) -> int:
 
 
 def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
+    """The campaign page's header counts. Comparisons of two identical answers are never served, so they and
+    their judgements stay out of `comparisons`, `judgements` and `wanted`; `identical` says how many there are.
+    So do, in a judge-screened campaign, the pairs its judge did not find close (`screened_out`)."""
     counts = Comparison.objects.filter(campaign=campaign).aggregate(
         comparisons=Count("pk", distinct=True),
         judgements=Count("judgements", distinct=True),
     )
+    identical = campaign_identical_pairs(campaign=campaign)
+    counts["identical"] = identical.comparisons
+    counts["comparisons"] -= identical.comparisons
+    counts["judgements"] -= identical.judgements
+    counts["screened_out"] = 0
+    if campaign.judge_screening:
+        # A judge-screened campaign serves only the pairs its judge found close (and gold items): the others,
+        # and the pairs it has not judged yet, are not wanted until it does.
+        screened = (
+            Comparison.objects.filter(campaign=campaign, gold_outcome__isnull=True)
+            .exclude(judge_outcome__in=JUDGE_CLOSE)
+            .aggregate(comparisons=Count("pk", distinct=True), judgements=Count("judgements", distinct=True))
+        )
+        counts["screened_out"] = screened["comparisons"]
+        counts["comparisons"] -= screened["comparisons"]
+        counts["judgements"] -= screened["judgements"]
     counts["prompts"] = Prompt.objects.filter(campaign=campaign).count()
     counts["candidates"] = Candidate.objects.filter(prompt__campaign=campaign).count()
     counts["wanted"] = counts["comparisons"] * campaign.overlap
+    counts["percent"] = min(100, round(100 * counts["judgements"] / counts["wanted"])) if counts["wanted"] else 0
     return counts
 
 
@@ -197,8 +275,11 @@ def annotator_campaign_progress(*, annotator: User, campaign: Campaign, done: in
 def annotator_campaigns(*, annotator: User) -> list[dict[str, Any]]:
     """The active campaigns `annotator` is assigned to, in the order the claim serves them, each with the
     annotator's rated pairs there, their quota (None: no limit) and the campaign's share done (0–100): the rating
-    landing page. Two queries and one cached count per campaign."""
-    campaigns = list(campaigns_servable(annotator=annotator))
+    landing page, with where the annotator stands in each one's qualification (selectors.qualification: QUALIFIED,
+    DUE or FAILED). Two queries and one cached count per campaign."""
+    campaigns = list(
+        campaigns_servable(annotator=annotator).annotate(qualification=qualification_standing(annotator=annotator))
+    )
     done = dict(
         Assignment.objects.filter(
             annotator=annotator, completed_at__isnull=False, comparison__campaign__in=[c.pk for c in campaigns]
@@ -212,6 +293,7 @@ def annotator_campaigns(*, annotator: User) -> list[dict[str, Any]]:
             "done": done.get(campaign.pk, 0),
             "quota": campaign.quota_per_annotator,
             "campaign_percent": campaign_percent_done(campaign=campaign),
+            "qualification": campaign.qualification,
         }
         for campaign in campaigns
     ]
@@ -293,11 +375,21 @@ def pair_passages(first: Candidate, second: Candidate) -> list[dict[str, str]]:
 def campaign_statistics(
     *, campaign: Campaign, filters: VoteFilters | None = None, prompt_level: bool = False, n_boot: int = 1000
 ) -> CampaignStatistics:
-    """All statistics of the campaign's judgements (or their prompt-level majorities) under `filters`."""
+    """All statistics of the campaign's judgements (or their prompt-level majorities) under `filters`.
+
+    The outlier test always runs on the individual judgements (a majority has no annotator); with
+    `filters.exclude_outliers` the flagged annotators' judgements are left out before anything else.
+    """
     votes = votes_frame(campaign=campaign, filters=filters)
+    outliers = statistics_stats.annotator_outliers(votes)
+    excluded = statistics_stats.outlier_annotator_ids(outliers) if filters and filters.exclude_outliers else []
+    if excluded:
+        votes = votes[~votes["annotator_id"].isin(excluded)]
     if prompt_level:
         votes = prompt_majority(votes)
-    return statistics_stats.campaign_statistics(votes, n_boot=n_boot, seed=0)
+    stats = statistics_stats.campaign_statistics(votes, n_boot=n_boot, seed=0, outliers=outliers)
+    stats.excluded_annotators = excluded
+    return stats
 
 
 def campaign_statistics_json(
@@ -306,8 +398,14 @@ def campaign_statistics_json(
     """The statistics as plain JSON (docs/formats.md), variants named rather than numbered."""
     report = campaign_statistics(campaign=campaign, filters=filters, prompt_level=prompt_level, n_boot=n_boot).to_json()
     names = dict(ModelVariant.objects.values_list("pk", "name"))
-    for section in ("pairs", "leaderboard"):
-        for row in report.get(section, []):
+    style = report.get("style_control") or {}
+    for rows in (
+        report.get("pairs", []),
+        report.get("leaderboard", []),
+        report.get("category_leaderboards", []),
+        style.get("leaderboard", []),
+    ):
+        for row in rows:
             for key in ("variant", "variant_a", "variant_b"):
                 if key in row:
                     row[key] = names.get(row[key], row[key])
@@ -394,3 +492,13 @@ def user_list_with_roles() -> QuerySet[Any]:
     """Every account, by username, with its role groups prefetched: two queries for the whole list."""
     role_groups = Prefetch("groups", queryset=Group.objects.filter(name__in=ROLES).order_by("name"), to_attr="roles")
     return get_user_model().objects.order_by("username").prefetch_related(role_groups)
+
+
+def campaign_prompt_ids(*, campaign: Campaign, external_ids: Iterable[str]) -> set[int]:
+    """The ids of the campaign's prompts with these external ids, looked up a batch at a time (one `IN` list of
+    every id would pass PostgreSQL's 65,535 bound parameters on a large held-out set)."""
+    return {
+        pk
+        for batch in batched(sorted(external_ids))
+        for pk in Prompt.objects.filter(campaign=campaign, external_id__in=batch).values_list("pk", flat=True)
+    }

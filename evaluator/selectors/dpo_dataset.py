@@ -5,6 +5,7 @@ Records are TRL's conversational preference format (training/preferences.py):
 The selection rules are a `SelectionRules`; docs/formats.md describes them for researchers.
 """
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.models import OVERALL, Campaign, Comparison, CriterionChoice
+from evaluator.selectors.campaigns import campaign_prompt_ids
+from evaluator.selectors.judges import judge_outcomes_select, preference_dataset_metadata
+from evaluator.selectors.review import adjudicated_outcomes
 from training.preferences import write_jsonl
 
 _SIGN = {"a": 1, "b": -1, "tie": 0}
@@ -35,6 +39,12 @@ class SelectionRules:
     - `include_gold`: gold items are left out unless True. `exclude_flagged`: judgements of flagged annotators
       are left out unless False. `include_simulated`: judgements of a scripted annotator (bench/loop.py) are
       left out unless True.
+    - `judge_id`: None (the default) keeps the dataset human-only. A judge's id adds a record for each pair that
+      judge found decisive in both orders alike on `criterion` and that no human record covers
+      (evaluator.selectors.judges.judge_outcomes_select); the dataset's metadata then names the judge
+      (preference_dataset_metadata). Not combined with `weights`.
+    - `prefer_adjudicated`: where a researcher adjudicated a comparison's criterion, every judgement of that
+      comparison counts the adjudicated outcome on it instead of its own (evaluator/selectors/review.py).
     """
 
     criterion: str = OVERALL
@@ -45,8 +55,12 @@ class SelectionRules:
     exclude_flagged: bool = True
     drop_both_bad: bool = True
     include_simulated: bool = False
+    judge_id: int | None = None
+    prefer_adjudicated: bool = False
 
     def __post_init__(self) -> None:
+        if self.judge_id is not None and self.weights is not None:
+            raise ValueError("judge_id: a judge's verdicts are chosen on one criterion, not with weights")
         if not isinstance(self.criterion, str) or not self.criterion:
             raise ValueError(f"criterion must be a non-empty string, got {self.criterion!r}")
         if self.weights is not None:
@@ -78,8 +92,6 @@ def preference_outcomes_select(*, campaign: Campaign, rules: SelectionRules) -> 
     choices = CriterionChoice.objects.filter(
         judgement__comparison__campaign=campaign, criterion__in=[name for name, w in weights.items() if w]
     )
-    if rules.held_out_prompts:
-        choices = choices.exclude(judgement__comparison__prompt__external_id__in=rules.held_out_prompts)
     if not rules.include_gold:
         choices = choices.filter(judgement__comparison__gold_outcome__isnull=True)
     if rules.exclude_flagged:
@@ -91,10 +103,17 @@ def preference_outcomes_select(*, campaign: Campaign, rules: SelectionRules) -> 
         choices = choices.filter(judgement__simulated=False)
     scores: dict[int, float] = defaultdict(float)
     comparison_of: dict[int, int] = {}
+    # Held-out prompts are left out here rather than in the query: one `NOT IN` list of them would bind a
+    # parameter each, past PostgreSQL's 65,535 on a large campaign (evaluator.batching).
+    held_out = campaign_prompt_ids(campaign=campaign, external_ids=rules.held_out_prompts)
     rows = choices.order_by("judgement_id").values_list(
-        "judgement_id", "judgement__comparison_id", "criterion", "outcome"
+        "judgement_id", "judgement__comparison_id", "criterion", "outcome", "judgement__comparison__prompt_id"
     )
-    for judgement_id, comparison_id, criterion, outcome in rows.iterator(chunk_size=20_000):
+    decided = adjudicated_outcomes(campaign=campaign, criteria=weights) if rules.prefer_adjudicated else {}
+    for judgement_id, comparison_id, criterion, outcome, prompt_id in rows.iterator(chunk_size=20_000):
+        if prompt_id in held_out:
+            continue
+        outcome = decided.get((comparison_id, criterion), outcome)
         scores[judgement_id] += weights[criterion] * _SIGN[outcome]
         comparison_of[judgement_id] = comparison_id
     outcomes = [(comparison_of[pk], _side(score)) for pk, score in scores.items()]
@@ -126,7 +145,17 @@ def _majorities(outcomes: Iterable[tuple[int, str]], min_agreement: float) -> li
 def preference_records_select(*, campaign: Campaign, rules: SelectionRules | None = None) -> list[dict[str, Any]]:
     """The campaign's TRL conversational preference records under `rules` (default: overall, one record per
     decisive judgement, no gold items, no flagged annotators)."""
-    selected = preference_outcomes_select(campaign=campaign, rules=rules or SelectionRules())
+    rules = rules or SelectionRules()
+    selected = preference_outcomes_select(campaign=campaign, rules=rules)
+    if rules.judge_id is not None:  # only on request: verdicts of a judge are no human's
+        selected += judge_outcomes_select(
+            campaign=campaign,
+            judge_id=rules.judge_id,
+            criterion=rules.criterion,
+            held_out_prompts=rules.held_out_prompts,
+            include_gold=rules.include_gold,
+            exclude={pk for pk, _ in selected},
+        )
     texts = _comparison_texts(sorted({comparison_id for comparison_id, _ in selected}))
     records = []
     for comparison_id, side in selected:
@@ -172,3 +201,45 @@ def held_out_prompts_read(path: Path) -> frozenset[str]:
     """Prompt external ids from a text file, one a line; blank lines and lines starting with # are skipped."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+# Beside a JSONL file PATH the metadata is PATH + this suffix; inside a Hugging Face folder it is this file.
+METADATA_SUFFIX = ".metadata.json"
+HF_METADATA_NAME = "prefloop_metadata.json"
+
+
+def dpo_metadata(*, campaign: Campaign, rules: SelectionRules, records: int) -> dict[str, Any]:
+    """What a DPO dataset was made from (docs/formats.md): the campaign, the selection rules, how many records, and
+    its sources: the human judgements, and the judge (id, name, kind, model) when the rules asked for one."""
+    return {
+        "campaign": {"id": campaign.pk, "name": campaign.name},
+        "records": records,
+        "rules": {
+            "criterion": rules.criterion,
+            "weights": dict(rules.weights) if rules.weights is not None else None,
+            "min_agreement": rules.min_agreement,
+            "held_out_prompts": len(rules.held_out_prompts),
+            "include_gold": rules.include_gold,
+            "exclude_flagged": rules.exclude_flagged,
+            "drop_both_bad": rules.drop_both_bad,
+            "include_simulated": rules.include_simulated,
+            "prefer_adjudicated": rules.prefer_adjudicated,
+            "judge_id": rules.judge_id,
+        },
+        "sources": preference_dataset_metadata(judge_id=rules.judge_id),
+    }
+
+
+def dpo_metadata_path(path: Path, file_format: str) -> Path:
+    """Where the metadata of a dataset written to `path` goes: beside a JSONL file, inside a `datasets` folder."""
+    path = Path(path)
+    return path / HF_METADATA_NAME if file_format == "hf" else path.with_name(path.name + METADATA_SUFFIX)
+
+
+def dpo_metadata_write(metadata: Mapping[str, Any], path: Path) -> Path:
+    """Write the metadata as indented JSON, beside the target and renamed (complete or absent)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(metadata, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return path

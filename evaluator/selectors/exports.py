@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import CharField, F, Func, QuerySet
 
-from evaluator.models import Campaign, Comparison, CriterionChoice, ModelVariant
+from evaluator.models import Adjudication, AnswerFlag, Campaign, Comparison, CriterionChoice, ModelVariant
 
 if TYPE_CHECKING:
     # Only the type: the raw exports need neither the statistics nor their imports (scipy, …).
@@ -62,6 +62,10 @@ RAW_COLUMNS = [
     "is_simulated",
     "retrieved_a",
     "retrieved_b",
+    "both_bad",
+    "flags_a",
+    "flags_b",
+    "adjudicated",
 ]
 
 # Read per criterion choice; what repeats across the rows of a comparison (prompt, answers, names) is read
@@ -75,6 +79,8 @@ _READ = (
     "judgement__annotator_id",
     "judgement__time_on_task_ms",
     "judgement__simulated",
+    "both_bad",
+    "judgement__assignment_id",
     "judgement__created_at",
 )
 _COMPARISON_READ = (
@@ -120,6 +126,10 @@ RAW_SCHEMA = pa.schema(
         ("is_simulated", pa.bool_()),
         ("retrieved_a", _STRING),
         ("retrieved_b", _STRING),
+        ("both_bad", pa.bool_()),
+        ("flags_a", _STRING),
+        ("flags_b", _STRING),
+        ("adjudicated", _STRING),
     ]
 )
 
@@ -130,7 +140,8 @@ def raw_column_chunks(
     """The raw export as column-oriented chunks ({column: values}) of at most `chunk_size` rows each.
 
     One query through a server-side cursor, ordered by criterion choice id (judgement by judgement), plus per
-    chunk one query for its comparisons' texts and names and at most one for annotators not seen before.
+    chunk one query for its comparisons' texts and names, one for its answer flags, one for its comparisons'
+    adjudications, and at most one for annotators not seen before.
     """
 
     from evaluator.selectors.campaigns import judgement_choices
@@ -155,14 +166,31 @@ def raw_column_chunks(
 
 
 def _columns(campaign: Campaign, rows: list[tuple[Any, ...]], usernames: dict[int, str]) -> dict[str, list[Any]]:
-    judgement_ids, comparison_ids, criteria, outcomes, left_is_a, annotator_ids, times, simulated, created = (
-        list(column) for column in zip(*rows, strict=True)
-    )
+    (
+        judgement_ids,
+        comparison_ids,
+        criteria,
+        outcomes,
+        left_is_a,
+        annotator_ids,
+        times,
+        simulated,
+        both_bad,
+        assignment_ids,
+        created,
+    ) = (list(column) for column in zip(*rows, strict=True))
     # Passages are encoded once per comparison of the chunk, not once per criterion row.
     comparisons = {
         row[0]: (*row[1:8], _passages_json(row[8]), _passages_json(row[9]))
         for row in Comparison.objects.filter(pk__in=set(comparison_ids)).values_list(*_COMPARISON_READ)
     }
+    flags = _flags_json(set(assignment_ids))
+    decided = dict(
+        ((pk, criterion), outcome)
+        for pk, criterion, outcome in Adjudication.objects.filter(comparison_id__in=set(comparison_ids)).values_list(
+            "comparison_id", "criterion", "outcome"
+        )
+    )
     unseen = set(annotator_ids) - usernames.keys()
     if unseen:
         usernames.update(get_user_model().objects.filter(pk__in=unseen).values_list("pk", "username"))
@@ -195,7 +223,24 @@ def _columns(campaign: Campaign, rows: list[tuple[Any, ...]], usernames: dict[in
         "is_simulated": simulated,
         "retrieved_a": [detail[7] for detail in details],
         "retrieved_b": [detail[8] for detail in details],
+        "both_bad": both_bad,
+        "flags_a": [flags.get((pk, "a"), "[]") for pk in assignment_ids],
+        "flags_b": [flags.get((pk, "b"), "[]") for pk in assignment_ids],
+        "adjudicated": [decided.get((pk, criterion)) for pk, criterion in zip(comparison_ids, criteria, strict=True)],
     }
+
+
+def _flags_json(assignment_ids: set[int]) -> dict[tuple[int, str], str]:
+    """{(assignment id, "a" or "b"): the JSON list of the flags the assignment's annotator raised on variant a's or
+    b's answer}; a flag names its answer (candidate), which is variant a's when it is the comparison's candidate a."""
+    found: dict[tuple[int, str], list[dict[str, str]]] = {}
+    rows = AnswerFlag.objects.filter(assignment_id__in=assignment_ids).order_by("pk")
+    for assignment_id, candidate_id, candidate_a_id, reason, note in rows.values_list(
+        "assignment_id", "candidate_id", "assignment__comparison__candidate_a_id", "reason", "note"
+    ):
+        side = "a" if candidate_id == candidate_a_id else "b"
+        found.setdefault((assignment_id, side), []).append({"reason": reason, "note": note})
+    return {key: json.dumps(value, ensure_ascii=False) for key, value in found.items()}
 
 
 def _passages_json(retrieved: Any) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.text import slugify
 
+from evaluator.artifacts import artifact_download_url, artifact_fetch, artifact_local, artifact_store, is_artifact
 from evaluator.models import JobStatus, ModelExport
 from evaluator.selectors.exports import ChunkSink
 
@@ -20,6 +21,9 @@ class ExportDownload:
 
     filename: str
     path: Path
+    # Where the browser gets it instead, when the artifact store sends it (a presigned URL): the web process then
+    # neither downloads nor streams the file.
+    url: str | None = None
 
     @property
     def is_folder(self) -> bool:
@@ -41,19 +45,32 @@ class ExportDownload:
 
 
 def model_export_download(*, export: ModelExport) -> ExportDownload | None:
-    """What to send for `export`: None unless it succeeded and its file or folder is still in the exports folder."""
+    """What to send for `export`: None unless it succeeded and its file or folder is still in the exports folder
+    (or, with an artifact store, published there: a GGUF file as a presigned URL, a merged folder fetched into
+    this machine's artifacts folder first, to be zipped as it streams). Raises ArtifactUnavailable when the store
+    cannot be reached."""
     if export.status != JobStatus.SUCCEEDED or not export.path:
         return None
-    path = Path(export.path)
-    exports = (Path(settings.ARTIFACTS_DIR) / "exports").resolve()
+    filename = _export_filename(export)
     # The path comes from the worker, but only what lies in the exports folder is ever sent.
+    if is_artifact(export.path) and not export.path.startswith("exports/"):
+        return None
+    if is_artifact(export.path) and artifact_store() is not None:
+        if export.kind != ModelExport.Kind.MERGED:
+            url = artifact_download_url(export.path, filename=filename)
+            return ExportDownload(filename=filename, path=artifact_local(export.path), url=url)
+        artifact_fetch(export.path)
+    path = artifact_local(export.path)
+    exports = (Path(settings.ARTIFACTS_DIR) / "exports").resolve()
     if not path.resolve().is_relative_to(exports) or not path.exists():
         return None
+    return ExportDownload(filename=filename, path=path)
+
+
+def _export_filename(export: ModelExport) -> str:
     name = slugify(export.variant.name) or f"variant-{export.variant_id}"
     if export.kind == ModelExport.Kind.MERGED:
-        filename = f"{name}-merged-bf16.zip"
-    elif export.kind == ModelExport.Kind.LORA_GGUF:
-        filename = f"{name}-lora-{export.outtype}.gguf"
-    else:
-        filename = f"{name}-{export.outtype or 'bf16'}.gguf"
-    return ExportDownload(filename=filename, path=path)
+        return f"{name}-merged-bf16.zip"
+    if export.kind == ModelExport.Kind.LORA_GGUF:
+        return f"{name}-lora-{export.outtype}.gguf"
+    return f"{name}-{export.outtype or 'bf16'}.gguf"

@@ -9,12 +9,16 @@ may lag by the judgements of the last PROGRESS_SECONDS: fine for a progress line
 
 import re
 from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, QuerySet, TextField, Value
+from django.db.models.functions import Replace, Trim
 
 from evaluator.models import Campaign, CampaignMember, CampaignState, Comparison, Judgement
+from evaluator.selectors.qualification import campaign_qualified
 
 PROGRESS_SECONDS = 30
 
@@ -27,13 +31,17 @@ def _keys(campaign: Campaign) -> tuple[str, str]:
 
 def campaign_percent_done(*, campaign: Campaign) -> int:
     """Share of the campaign's wanted judgements (comparisons × k) already given, 0–100, at most PROGRESS_SECONDS
-    old. Counted from the rows, not the engine's ranking counters: imported judgements count too."""
+    old. Counted from the rows, not the engine's ranking counters: imported judgements count too. Comparisons of
+    two identical answers (never served) and their judgements are left out."""
     judged_key, wanted_key = _keys(campaign)
     counts = cache.get_many([judged_key, wanted_key])
     if len(counts) < 2:
+        # Pairs of identical answers are never served: their wanted judgements would never come.
+        identical = campaign_identical_pairs(campaign=campaign)
         counts = {
-            judged_key: Judgement.objects.filter(comparison__campaign=campaign).count(),
-            wanted_key: Comparison.objects.filter(campaign=campaign).count() * campaign.overlap,
+            judged_key: Judgement.objects.filter(comparison__campaign=campaign).count() - identical.judgements,
+            wanted_key: (Comparison.objects.filter(campaign=campaign).count() - identical.comparisons)
+            * campaign.overlap,
         }
         cache.set_many(counts, PROGRESS_SECONDS)
     wanted = counts[wanted_key]
@@ -64,10 +72,13 @@ def campaign_is_servable(*, campaign_id: int, annotator: User) -> bool:
 
 
 def campaign_served(*, campaign_id: int, annotator: User) -> Exists:
-    """An SQL condition, true while the campaign is active and `annotator` assigned to it: evaluated by the
-    statement that uses it (the submission's conditional update), so it reads the state as that statement runs."""
+    """An SQL condition, true while the campaign is active, `annotator` assigned to it and qualified (where it asks
+    for a qualification): evaluated by the statement that uses it (the submission's conditional update), so it
+    reads the state as that statement runs."""
     return Exists(
-        Campaign.objects.filter(pk=campaign_id, state=CampaignState.ACTIVE).filter(Exists(_assigned(annotator)))
+        Campaign.objects.filter(pk=campaign_id, state=CampaignState.ACTIVE)
+        .filter(Exists(_assigned(annotator)))
+        .filter(campaign_qualified(annotator=annotator))
     )
 
 
@@ -89,3 +100,61 @@ def answer_normalised(text: str) -> str:
 def answers_identical(first: str, second: str) -> bool:
     """Whether two answers read the same (equal after whitespace normalisation): such a pair is never served."""
     return answer_normalised(first) == answer_normalised(second)
+
+
+class AnswerNormalised(Func):
+    """``answer_normalised`` in SQL: every run of whitespace one space, none at either end. PostgreSQL's ``\\s``
+    and the SQLite fallback's tab, newline, carriage return, vertical tab and form feed may differ from Python's
+    on exotic Unicode spaces; the claim's own check (``answers_identical``) stays the one that decides."""
+
+    function = "REGEXP_REPLACE"
+    output_field = TextField()
+
+    def __init__(self, expression: Any) -> None:
+        super().__init__(expression, Value(r"\s+"), Value(" "), Value("g"))
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return compiler.compile(Trim(Func(*self.get_source_expressions(), function="REGEXP_REPLACE")))
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # SQLite has no regex replace: every whitespace character a space, then each run of spaces one space (mark
+        # each space, drop a mark followed by a space, drop the last marks).
+        text = self.get_source_expressions()[0]
+        for space in "\t\n\r\x0b\x0c":
+            text = Replace(text, Value(space), Value(" "))
+        text = Replace(Replace(Replace(text, Value(" "), Value(" \x01")), Value("\x01 "), Value("")), Value("\x01"))
+        return compiler.compile(Trim(text))
+
+
+@dataclass(frozen=True)
+class IdenticalPairs:
+    comparisons: int
+    judgements: int
+
+
+IDENTICAL_SECONDS = 600
+
+
+def comparisons_with_identical_answers(*, campaign: Campaign) -> QuerySet[Comparison]:
+    """The campaign's comparisons whose two answers read the same: older data and imports may hold some; the claim
+    passes them over, so they never get a judgement through the rating page."""
+    return (
+        Comparison.objects.filter(campaign=campaign)
+        .alias(answer_a=AnswerNormalised("candidate_a__text"), answer_b=AnswerNormalised("candidate_b__text"))
+        .filter(answer_a=F("answer_b"))
+    )
+
+
+def campaign_identical_pairs(*, campaign: Campaign) -> IdenticalPairs:
+    """How many of the campaign's comparisons hold two identical answers, and the judgements they carry anyway.
+
+    Normalising every answer costs time in proportion to the campaign, so the result is cached under the
+    campaign's comparison count and newest id (new comparisons change the key) for IDENTICAL_SECONDS."""
+    shape = Comparison.objects.filter(campaign=campaign).aggregate(count=Count("pk"), newest=Max("pk"))
+    key = f"prefloop:identical:{_keys(campaign)[0]}:{shape['count']}:{shape['newest']}"
+    cached = cache.get(key)
+    if cached is None:
+        identical = comparisons_with_identical_answers(campaign=campaign)
+        cached = (identical.count(), Judgement.objects.filter(comparison__in=identical).count())
+        cache.set(key, cached, IDENTICAL_SECONDS)
+    return IdenticalPairs(*cached)

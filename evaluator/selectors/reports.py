@@ -9,8 +9,21 @@ from django.contrib.auth import get_user_model
 from django.utils.safestring import SafeString
 
 from evaluator.models import OVERALL, Campaign, ModelVariant
+from evaluator.selectors.arena import ArenaReport, arena_report
 from evaluator.selectors.campaigns import VoteFilters, campaign_statistics
 from evaluator.stats.plots import Interval, bar_chart, interval_chart
+
+SIGNIFICANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A pair whose difference is significant after Holm's correction, said from the winner's side."""
+
+    winner: str
+    loser: str
+    win_rate: float
+    p_holm: float
 
 
 @dataclass
@@ -21,6 +34,11 @@ class CriterionSection:
     leaderboard: list[dict[str, Any]]
     forest: SafeString
     ratings: SafeString
+    # The summary's line: the variants ranked first (more than one when their intervals overlap), the judgements
+    # counted, and the differences that are significant after Holm's correction.
+    leaders: list[dict[str, Any]] = field(default_factory=list)
+    votes: int = 0
+    significant: list[Difference] = field(default_factory=list)
 
 
 @dataclass
@@ -34,6 +52,8 @@ class StatisticsReport:
     bias_facts: list[tuple[str, str]]
     annotators: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    # Style-controlled ratings, outlier annotators and per-category leaderboards (evaluator/selectors/arena.py).
+    arena: ArenaReport = field(default_factory=ArenaReport)
 
 
 def statistics_report(
@@ -82,6 +102,13 @@ def statistics_report(
             fmt="{:.0%}",
         ),
         annotators=annotators,
+        arena=arena_report(
+            stats,
+            criterion_slugs=list(campaign.criterion_slugs),
+            labels=labels,
+            variant_names=names,
+            usernames=usernames,
+        ),
     )
 
 
@@ -91,11 +118,12 @@ def _section(slug: str, label: str, pairs: list[dict[str, Any]], leaderboard: li
     forest = interval_chart(
         [
             Interval(
-                f"{row['variant_a_name']} vs {row['variant_b_name']}",
+                # Each name shortened on its own, so that both stay in sight (the table below has them whole).
+                f"{_short(row['variant_a_name'])} vs {_short(row['variant_b_name'])}",
                 row["win_rate_a"],
                 row["ci_low"],
                 row["ci_high"],
-                emphasis=row["p_holm"] < 0.05,
+                emphasis=_finite(row["p_holm"]) and row["p_holm"] < SIGNIFICANCE,
             )
             for row in rows
             if _finite(row["ci_low"])
@@ -117,7 +145,39 @@ def _section(slug: str, label: str, pairs: list[dict[str, Any]], leaderboard: li
         title=f"{label}: Bradley-Terry rating",
         fmt="{:.0f}",
     )
-    return CriterionSection(slug, label, rows, board, forest, ratings)
+    return CriterionSection(
+        slug,
+        label,
+        rows,
+        board,
+        forest,
+        ratings,
+        leaders=[row for row in board if row["rank"] == 1],
+        votes=sum(int(row["n"]) for row in rows),
+        significant=_significant(rows),
+    )
+
+
+def _significant(rows: list[dict[str, Any]]) -> list[Difference]:
+    """The pairs significant after Holm's correction, the winner first, smallest p-value first."""
+    differences = []
+    for row in rows:
+        if not (_finite(row["p_holm"]) and row["p_holm"] < SIGNIFICANCE and _finite(row["win_rate_a"])):
+            continue
+        a_won = row["win_rate_a"] > 0.5
+        differences.append(
+            Difference(
+                winner=row["variant_a_name"] if a_won else row["variant_b_name"],
+                loser=row["variant_b_name"] if a_won else row["variant_a_name"],
+                win_rate=row["win_rate_a"] if a_won else 1 - row["win_rate_a"],
+                p_holm=row["p_holm"],
+            )
+        )
+    return sorted(differences, key=lambda difference: difference.p_holm)
+
+
+def _short(name: str, limit: int = 17) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _bias_facts(position: dict[str, Any], length: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,11 +11,15 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from scipy.stats import binomtest
 
-from evaluator.models import OVERALL, CriterionChoice, JobStatus, ModelVariant, Outcome, TrainingJob
+from evaluator.models import OVERALL, Campaign, CriterionChoice, JobStatus, ModelVariant, Outcome, TrainingJob
+from evaluator.stats.statistics import POWER, additional_n_for_power, cohens_h, sign_test_power
+from training.generation.settings import GenerationSettings
 
-# The TRL log keys the job page charts, with their labels.
+# The TRL log keys the job page charts, with their labels: the loss on its own chart, each other one in a small
+# chart of its own.
+LOSS_LABEL = "loss"
 DPO_SERIES = {
-    "loss": "loss",
+    "loss": LOSS_LABEL,
     "rewards/chosen": "reward chosen",
     "rewards/rejected": "reward rejected",
     "rewards/margins": "reward margin",
@@ -44,6 +48,66 @@ def training_job_live(*, job: TrainingJob, now: datetime | None = None) -> dict[
         "log_tail": _tail(training_job_workdir(job=job) / "job.log", LOG_TAIL_LINES),
         "running": job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
     }
+
+
+# The smallest effect a retrained variant's round against its parent should be able to show: the new variant
+# preferred in 60% of the decisive judgements. A smaller round is warned about before it is queued.
+ROUND_TARGET_WIN_RATE = 0.6
+
+
+def held_out_prompt_count(*, total: int, share: float) -> int:
+    """How many of `total` prompts a held-out `share` keeps out of training (at least one, never all)."""
+    if share <= 0 or total == 0:
+        return 0
+    return max(0, min(total - 1, max(1, round(share * total))))
+
+
+@dataclass(frozen=True)
+class RoundPower:
+    """What the round of a retrained variant against its parent can show: its comparisons (prompts × samples),
+    the judgements they get (× the campaign's overlap k), the power of the sign test to detect `win_rate` with
+    them, and how many judgements (and held-out prompts) 80% power would take. Ties lower the power further."""
+
+    prompts: int
+    samples: int
+    overlap: int
+    win_rate: float
+    power: float
+    needed_judgements: int
+
+    @property
+    def comparisons(self) -> int:
+        return self.prompts * self.samples
+
+    @property
+    def judgements(self) -> int:
+        return self.comparisons * self.overlap
+
+    @property
+    def needed_prompts(self) -> int:
+        return -(-self.needed_judgements // (self.samples * self.overlap))
+
+    @property
+    def too_small(self) -> bool:
+        return self.power < POWER
+
+
+def round_power(
+    *, campaign: Campaign, held_out: int, parent: ModelVariant | None = None, win_rate: float = ROUND_TARGET_WIN_RATE
+) -> RoundPower:
+    """The power of the round a retrain starts: its comparisons are the `held_out` prompts (every prompt of the
+    campaign when none is held out) × the parent's samples per prompt, each judged by k annotators."""
+    prompts = held_out or campaign.prompts.count()
+    samples = GenerationSettings.from_dict(parent.generation_settings).samples_per_prompt if parent else 1
+    judgements = prompts * samples * campaign.overlap
+    return RoundPower(
+        prompts=prompts,
+        samples=samples,
+        overlap=campaign.overlap,
+        win_rate=win_rate,
+        power=sign_test_power(judgements, win_rate),
+        needed_judgements=int(additional_n_for_power(cohens_h(win_rate), 0)),
+    )
 
 
 def _eta_seconds(job: TrainingJob, now: datetime) -> int | None:

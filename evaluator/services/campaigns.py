@@ -1,6 +1,6 @@
 """Campaigns: creation, the settings an admin may change, the lifecycle and who may rate them."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,10 +13,15 @@ from evaluator.models import (
     Campaign,
     CampaignMember,
     CampaignState,
+    Comparison,
+    QualificationItem,
     Selection,
     default_criteria,
 )
 from evaluator.rubric import rubric_problems
+from evaluator.services.guidelines import guideline_version_create
+from evaluator.services.judge_selection import comparison_judge_outcomes_refresh
+from evaluator.services.qualification import qualification_items_set, qualification_settings_check
 from evaluator.services.rating import comparison_claimable_refresh
 
 # Campaigns and prompts -------------------------------------------------------------------------------------
@@ -36,16 +41,18 @@ def campaign_create(
     show_retrieved: bool = False,
     priority: int = 0,
     criteria: Sequence[Mapping[str, str]] | None = None,
+    author: User | None = None,
 ) -> Campaign:
     """A new campaign, a draft with no members; `criteria` is its rubric ({slug, label, definition} each), the
-    five defaults when None. Nothing is served until annotators are assigned and the campaign is activated."""
+    five defaults when None. Nothing is served until annotators are assigned and the campaign is activated.
+    Guidelines given here are their version 1, written by `author`."""
     if Campaign.objects.filter(name=name).exists():
         raise ServiceError(f"A campaign named {name!r} already exists.")
     rubric = default_criteria() if criteria is None else [dict(criterion) for criterion in criteria]
     problems = rubric_problems(rubric)
     if problems:
         raise ServiceError(" ".join(problems))
-    return Campaign.objects.create(
+    campaign = Campaign.objects.create(
         name=name,
         description=description,
         criteria=rubric,
@@ -60,6 +67,9 @@ def campaign_create(
         priority=priority,
         state=CampaignState.DRAFT,
     )
+    if guidelines:
+        guideline_version_create(campaign=campaign, text=guidelines, author=author)
+    return campaign
 
 
 # What an admin may change on an existing campaign; criteria stay fixed once judgements refer to them.
@@ -75,22 +85,57 @@ CAMPAIGN_SETTINGS = (
     "show_reference",
     "show_retrieved",
     "priority",
+    "qualification_required",
+    "qualification_threshold",
+    "qualification_attempts",
+    "selection_judge",
+    "judge_screening",
 )
 
 
-def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
-    """Change a campaign's settings (the names in CAMPAIGN_SETTINGS); saves only the fields that changed."""
+def campaign_update(
+    *,
+    campaign: Campaign,
+    qualification_items: Iterable[Comparison] | None = None,
+    author: User | None = None,
+    **changes: Any,
+) -> Campaign:
+    """Change a campaign's settings (the names in CAMPAIGN_SETTINGS); saves only the fields that changed.
+
+    Changed guidelines become a new version by `author` (services.guidelines); `qualification_items`, when given,
+    replaces the qualification set (services.qualification). All or nothing: a refused change writes nothing."""
     unknown = sorted(set(changes) - set(CAMPAIGN_SETTINGS))
     if unknown:
         raise ServiceError(f"Unknown campaign settings: {', '.join(unknown)}.")
     name = changes.get("name", campaign.name)
     if Campaign.objects.filter(name=name).exclude(pk=campaign.pk).exists():
         raise ServiceError(f"A campaign named {name!r} already exists.")
-    changed = [field for field, value in changes.items() if getattr(campaign, field) != value]
-    for field in changed:
-        setattr(campaign, field, changes[field])
-    if changed:
-        campaign.save(update_fields=changed)
+    with transaction.atomic():
+        items = (
+            QualificationItem.objects.filter(campaign=campaign).count()
+            if qualification_items is None
+            else qualification_items_set(campaign=campaign, comparisons=qualification_items)
+        )
+        qualification_settings_check(
+            required=changes.get("qualification_required", campaign.qualification_required),
+            threshold=changes.get("qualification_threshold", campaign.qualification_threshold),
+            attempts=changes.get("qualification_attempts", campaign.qualification_attempts),
+            items=items,
+        )
+        if changes.get("judge_screening", campaign.judge_screening) and not changes.get(
+            "selection_judge", campaign.selection_judge
+        ):
+            raise ServiceError("Screening pairs needs a selection judge: choose one.")
+        changed = [field for field, value in changes.items() if getattr(campaign, field) != value]
+        if "guidelines" in changed:
+            changed.remove("guidelines")
+            guideline_version_create(campaign=campaign, text=changes["guidelines"], author=author)
+        for field in changed:
+            setattr(campaign, field, changes[field])
+        if changed:
+            campaign.save(update_fields=changed)
+        if "selection_judge" in changed:  # each pair's outcome is the new judge's (or none)
+            comparison_judge_outcomes_refresh(campaign=campaign)
     if "overlap" in changed:  # the claim index holds only comparisons with room under the overlap
         comparison_claimable_refresh(campaign=campaign)
     return campaign

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import transaction
 
+from evaluator.artifacts import artifact_publish
 from evaluator.errors import ServiceError
 from evaluator.models import Document, DocumentCollection, DocumentUpload
 from evaluator.services.jobs import job_fail, job_finish, job_progress, job_queue_again, job_send_on_commit, job_start
@@ -75,16 +76,16 @@ def documents_add(*, collection: DocumentCollection, files: Sequence[tuple[str, 
 
 
 def document_limits() -> "ExtractionLimits":
-    """The caps on reading one uploaded document: the training library's defaults, or the PREFLOOP_DOCUMENT_MAX_*
-    settings where a deployment sets them."""
-    from training.rag import DEFAULT_LIMITS, ExtractionLimits
+    """The caps on reading one uploaded document: the PREFLOOP_DOCUMENT_MAX_* settings (environment variables of
+    the same names), whose defaults are the training library's."""
+    from training.rag import ExtractionLimits
 
     return ExtractionLimits(
-        max_pages=getattr(settings, "PREFLOOP_DOCUMENT_MAX_PAGES", DEFAULT_LIMITS.max_pages),
-        max_chars=getattr(settings, "PREFLOOP_DOCUMENT_MAX_CHARS", DEFAULT_LIMITS.max_chars),
-        max_content_bytes=getattr(settings, "PREFLOOP_DOCUMENT_MAX_CONTENT_BYTES", DEFAULT_LIMITS.max_content_bytes),
-        max_seconds=getattr(settings, "PREFLOOP_DOCUMENT_MAX_SECONDS", DEFAULT_LIMITS.max_seconds),
-        max_memory_bytes=getattr(settings, "PREFLOOP_DOCUMENT_MAX_MEMORY_BYTES", DEFAULT_LIMITS.max_memory_bytes),
+        max_pages=settings.PREFLOOP_DOCUMENT_MAX_PAGES,
+        max_chars=settings.PREFLOOP_DOCUMENT_MAX_CHARS,
+        max_content_bytes=settings.PREFLOOP_DOCUMENT_MAX_CONTENT_BYTES,
+        max_seconds=settings.PREFLOOP_DOCUMENT_MAX_SECONDS,
+        max_memory_bytes=settings.PREFLOOP_DOCUMENT_MAX_MEMORY_BYTES,
     )
 
 
@@ -116,7 +117,9 @@ def collection_index_run(*, collection_id: int) -> None:
         chunk_size=collection.chunk_size,
         chunk_overlap=collection.chunk_overlap,
     )
-    job_finish(model=DocumentCollection, job_id=collection_id, index_dir=str(info.index_dir), chunk_count=info.chunks)
+    # Published before the build is marked finished: a generation on another machine fetches it from the store.
+    index_dir = artifact_publish(info.index_dir)
+    job_finish(model=DocumentCollection, job_id=collection_id, index_dir=index_dir, chunk_count=info.chunks)
 
 
 def _uploads_extract(collection: DocumentCollection) -> str | None:

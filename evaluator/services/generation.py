@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import reduce
 from itertools import combinations
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -14,6 +13,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 
+from evaluator.artifacts import artifact_fetch, model_source
 from evaluator.batching import WRITE_BATCH, batched
 from evaluator.errors import JobNotReady, ServiceError
 from evaluator.models import (
@@ -148,9 +148,10 @@ def _generate_for_group(
     if not variants:
         return
     first = variants[0]
+    # A trained variant's adapter (and merged base) may have been written on another machine: fetched first.
     generator = open_generator(
-        first.base_model,
-        {_key(variant): variant.adapter_path or None for variant in variants},
+        model_source(first.base_model),
+        {_key(variant): model_source(variant.adapter_path) or None for variant in variants},
         quantization=first.quantization,
         backend=settings.PREFLOOP_GENERATION_BACKEND,
         batch_size=settings.PREFLOOP_GENERATION_BATCH_SIZE,
@@ -191,7 +192,7 @@ def _retrieval(variant: ModelVariant) -> "Retrieval | None":
     if collection.status != JobStatus.SUCCEEDED or not collection.index_dir:
         raise ValueError(f"the collection “{collection.name}” of variant “{variant.name}” is not indexed yet")
     return Retrieval(
-        retriever=Retriever.load(Path(collection.index_dir)),
+        retriever=Retriever.load(artifact_fetch(collection.index_dir)),
         top_k=variant.retrieval_top_k,
         template=variant.retrieval_template or None,
     )

@@ -59,6 +59,7 @@ def prompts_store(*, campaign: Campaign, rows: Sequence[PromptRow]) -> int:
                 text=row.text,
                 reference=row.reference,
                 context=row.context,
+                category=row.category,
             )
             for row in rows
         ),

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from evaluator.artifacts import artifact_publish, model_source
 from evaluator.errors import ServiceError
 from evaluator.models import ModelExport, ModelVariant
 from evaluator.services.jobs import job_finish, job_send_on_commit, job_start
@@ -49,17 +50,20 @@ def model_export_run(*, export_id: int) -> None:
     export = ModelExport.objects.select_related("variant").get(pk=export_id)
     variant = export.variant
     folder = _exports_dir() / f"variant-{variant.pk}"
+    # The variant's adapter and base may have been written on another machine: fetched first.
+    adapter, base = model_source(variant.adapter_path), model_source(variant.base_model)
     if export.kind == ModelExport.Kind.LORA_GGUF:
         out = folder / f"variant-{variant.pk}-lora-{export.outtype}.gguf"
-        path = export_lora_gguf(variant.adapter_path, variant.base_model, out, outtype=export.outtype)
+        path = export_lora_gguf(adapter, base, out, outtype=export.outtype)
     else:
         merged = folder / "merged-bf16"
         if not (merged / "config.json").exists():
-            merge_adapter(variant.base_model, variant.adapter_path, merged)
+            merge_adapter(base, adapter, merged)
         path = merged
         if export.kind == ModelExport.Kind.GGUF:
             path = export_gguf(merged, folder / f"variant-{variant.pk}-{export.outtype}.gguf", outtype=export.outtype)
-    job_finish(model=ModelExport, job_id=export_id, path=str(path))
+    # Published before the export is marked finished, for the web process that sends it, on whichever machine.
+    job_finish(model=ModelExport, job_id=export_id, path=artifact_publish(path))
 
 
 def _exports_dir() -> Path:

@@ -4,7 +4,6 @@ with reference answers, or an SFT dataset (evaluator.selectors.qa_sets)."""
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -12,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from evaluator.artifacts import artifact_fetch, model_source
 from evaluator.errors import ServiceError
 from evaluator.models import Campaign, DocumentCollection, JobStatus, ModelVariant, Prompt, QAPair, QASet
 from evaluator.parsing.prompts import MAX_PROMPT_CHARS, PromptRow
@@ -68,14 +68,14 @@ def qa_set_run(*, qa_set_id: int) -> None:
     collection, variant = qa_set.collection, qa_set.variant
     if collection.status != JobStatus.SUCCEEDED or not collection.index_dir:
         raise ValueError(f"the collection “{collection.name}” is not indexed (it is {collection.status})")
-    chunks = read_chunks(Path(collection.index_dir))
+    chunks = read_chunks(artifact_fetch(collection.index_dir))
     job_progress(model=QASet, job_id=qa_set_id, chunk_count=len(chunks))
     todo = range(min(qa_set.chunks_done, len(chunks)), len(chunks), QA_CHUNK_BATCH)
     logger.info("Q&A set %s: %d of %d chunks to go", qa_set_id, len(chunks) - todo.start, len(chunks))
     if todo:
         generator = open_generator(
-            variant.base_model,
-            {ADAPTER_KEY: variant.adapter_path or None},
+            model_source(variant.base_model),
+            {ADAPTER_KEY: model_source(variant.adapter_path) or None},
             quantization=variant.quantization,
             backend=settings.PREFLOOP_GENERATION_BACKEND,
             batch_size=settings.PREFLOOP_GENERATION_BATCH_SIZE,

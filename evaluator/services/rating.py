@@ -19,6 +19,9 @@ Invariants, and what holds each:
   checked in the submitting transaction; a lease open when its campaign is paused or closed is refused on
   submission (nothing is stored) and simply expires. A claim that races a pause commits before it in effect:
   its lease exists but can never be submitted while the campaign is paused.
+- A campaign that asks for a qualification serves its pairs only to annotators who passed it (where they stand is
+  read by the query that reads the served campaigns; evaluator/services/qualification.py), and a judgement is
+  stored only for them (``campaign_served``).
 - A pair whose two answers read the same (``selectors.rating.answers_identical``) is never served: pairing does
   not create one (evaluator/services/generation.py) and the claim passes over one made before that rule.
 
@@ -71,13 +74,14 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.expressions import Combinable
+from django.db.models.expressions import Combinable, OrderBy
 from django.db.models.functions import Cast
 from django.db.models.lookups import LessThan
 from django.utils import timezone
 
-from evaluator.errors import ServiceError
+from evaluator.errors import QualificationDue, ServiceError
 from evaluator.models import (
+    JUDGE_CLOSE,
     OVERALL,
     AnswerFlag,
     Assignment,
@@ -89,6 +93,13 @@ from evaluator.models import (
     Outcome,
     Selection,
 )
+from evaluator.selectors.qualification import (
+    DUE,
+    FAILED,
+    campaign_is_qualified,
+    campaign_qualified,
+    qualification_standing,
+)
 from evaluator.selectors.rating import (
     answers_identical,
     campaign_judgement_counted,
@@ -96,6 +107,7 @@ from evaluator.selectors.rating import (
     campaign_state_for,
     campaigns_servable,
 )
+from evaluator.services.judge_selection import judge_priority
 
 SIDES = ("left", "right", "tie")
 # "Both bad" is stored as a tie with CriterionChoice.both_bad set; only offered where the campaign allows it.
@@ -117,6 +129,10 @@ def assignment_next(
     and then oldest first. Within one, gold items are drawn at the campaign's ``gold_rate`` and the rest follow its
     ``selection``. An open lease in a served campaign comes first, whichever campaign was picked (one open lease
     at a time). None when nothing is left for this annotator (all done, or quota reached).
+
+    A campaign that asks for a qualification the annotator has not passed serves none of its pairs: when it is
+    the next in turn (or the one picked), ``QualificationDue`` names it (evaluator/services/qualification.py);
+    one whose every attempt they failed is passed over (refused with a message when it is the one picked).
     """
     now = now or timezone.now()
     # One transaction for the whole claim (each BEGIN/COMMIT is a round trip on the hottest path of the app).
@@ -131,15 +147,23 @@ def assignment_next(
             served = [candidate for candidate in served if candidate.campaign.pk == campaign.pk]
             if not served:
                 raise ServiceError(_not_served(campaign))
+            if served[0].qualification == FAILED:
+                raise ServiceError(f"You did not pass the qualification of “{campaign.name}”: it serves you no pairs.")
         if served and served[0].leases_expired:
             _leases_release(now, settings.PREFLOOP_LEASE_RELEASE_BATCH)
+        due = None
         for candidate in served:
+            if candidate.qualification == DUE:
+                due = candidate.campaign
+                break
             quota = candidate.campaign.quota_per_annotator
-            if quota is not None and candidate.quota_used >= quota:
+            if candidate.qualification == FAILED or (quota is not None and candidate.quota_used >= quota):
                 continue
             claimed = _claim_in_campaign(candidate.campaign, annotator, now)
             if claimed:
                 return claimed
+    if due is not None:  # raised after the commit: the leases released above stay released
+        raise QualificationDue(due)
     return None
 
 
@@ -149,30 +173,35 @@ class _Served:
     open_id: int | None
     leases_expired: bool
     quota_used: int
+    qualification: int  # selectors.qualification: QUALIFIED, DUE or FAILED
 
 
 def _campaigns_served(annotator: User, now: datetime) -> list[_Served]:
     """The campaigns served to `annotator` (selectors.rating.campaigns_servable), each read with what the claim
     needs, in this one query: ``open_id``, the annotator's oldest open lease in any of them (the same on every
     row); ``leases_expired``, whether any lease anywhere waits to be handed back; ``quota_used``, the annotator's
-    completed and live leased assignments in the campaign (counted only where the campaign has a quota)."""
+    completed and live leased assignments in the campaign (counted only where the campaign has a quota);
+    ``qualification``, where the annotator stands in its qualification (read only where it asks for one). An
+    open lease counts only in a campaign whose qualification (if any) the annotator passed."""
     servable = campaigns_servable(annotator=annotator)
     open_leases = Assignment.objects.filter(
         annotator=annotator,
         completed_at__isnull=True,
         released=False,
         lease_expires_at__gt=now,
-        comparison__campaign__in=servable.values("pk"),
+        comparison__campaign__in=servable.filter(campaign_qualified(annotator=annotator)).values("pk"),
     ).order_by("created_at")
     expired = Assignment.objects.filter(completed_at__isnull=True, released=False, lease_expires_at__lte=now)
     used = Assignment.objects.filter(annotator=annotator, comparison__campaign=OuterRef("pk")).filter(_live(now))
-    rows = servable.annotate(
+    # The current guidelines' version rides along (a join): the pair page shows its number.
+    rows = servable.select_related("guidelines_version").annotate(
         open_id=Subquery(open_leases.values("pk")[:1]),
         leases_expired=Exists(expired),
         # In a CASE, PostgreSQL counts only for the campaigns with a quota.
         quota_used=Case(When(quota_per_annotator__isnull=False, then=_count(used)), default=Value(0)),
+        qualification=qualification_standing(annotator=annotator),
     )
-    return [_Served(row, row.open_id, row.leases_expired, row.quota_used) for row in rows]
+    return [_Served(row, row.open_id, row.leases_expired, row.quota_used, row.qualification) for row in rows]
 
 
 def _live(now: datetime) -> Q:
@@ -192,7 +221,10 @@ def _assignment_shown(assignment_id: int) -> Assignment:
     rated = _rated(OuterRef("annotator_id"), OuterRef("comparison__campaign_id"))
     assignment = (
         Assignment.objects.select_related(
-            "comparison__campaign", "comparison__prompt", "comparison__candidate_a", "comparison__candidate_b"
+            "comparison__campaign__guidelines_version",
+            "comparison__prompt",
+            "comparison__candidate_a",
+            "comparison__candidate_b",
         )
         .annotate(rated=rated)
         .get(pk=assignment_id)
@@ -247,15 +279,24 @@ def _claim_from_pool(
     candidates: the first PREFLOOP_CLAIM_CANDIDATES comparisons with room from a random point of rank_key, and as
     many from its start (two range scans of the claim index, which holds no counter). Random selection serves the
     least filled of them first (breadth before depth), active selection the fewest judged, then the closest to a
-    50/50 split. A candidate another claim holds is skipped (``FOR NO KEY UPDATE SKIP LOCKED``), not waited on."""
+    50/50 split. A candidate another claim holds is skipped (``FOR NO KEY UPDATE SKIP LOCKED``), not waited on.
+    A campaign's selection judge ranks first, under active selection, the pairs it split or the humans contradict;
+    a judge-screened campaign draws its non-gold candidates only from the pairs its judge found close (both read
+    from the candidate rows: evaluator/services/judge_selection.py)."""
     pool = Comparison.objects.filter(
         campaign=campaign, gold_outcome__isnull=not gold, claimable=True, live_assignments__lt=campaign.overlap
     ).exclude(pk__in=Assignment.objects.filter(annotator=annotator).values("comparison_id"))
-    order = (
+    if campaign.judge_screening and not gold:  # only the pairs its judge found close (the screened claim index)
+        pool = pool.filter(judge_outcome__in=JUDGE_CLOSE)
+    order: tuple[str | OrderBy, ...] = (
         ("judgement_count", "vote_margin", "rank_key")
         if campaign.selection == Selection.ACTIVE
         else ("live_assignments", "rank_key")
     )
+    if campaign.selection == Selection.ACTIVE and campaign.selection_judge_id is not None:
+        # The pairs the judge split, could not read, or the humans so far contradict come first: read from the
+        # candidate rows themselves, so the claim stays one query (evaluator/services/judge_selection.py).
+        order = (judge_priority().desc(), *order)
     start = random.random()  # noqa: S311 - a shuffle, not a secret
     size = settings.PREFLOOP_CLAIM_CANDIDATES
     passed: list[int] = []  # locked but not claimable: full once re-counted, or two identical answers
@@ -444,6 +485,8 @@ def _judgement_store(assignment: Assignment, choices: Mapping[str, str], rationa
         annotator_id=assignment.annotator_id,
         rationale=rationale.strip()[:5000],
         time_on_task_ms=max(0, int((now - assignment.created_at).total_seconds() * 1000)),
+        # The guidelines as the campaign row read for this submission had them (no query of its own).
+        guideline_version_id=campaign.guidelines_version_id,
     )
     CriterionChoice.objects.bulk_create(
         CriterionChoice(
@@ -491,6 +534,11 @@ def _check_still_served(campaign: Campaign, annotator: User) -> None:
     if not assigned:
         raise ServiceError(
             f"You are no longer assigned to “{campaign.name}”, so your choices for this pair were not stored."
+        )
+    if not campaign_is_qualified(campaign_id=campaign.pk, annotator=annotator):
+        raise ServiceError(
+            f"“{campaign.name}” asks you to pass its qualification first, so your choices for this pair were not "
+            "stored."
         )
 
 

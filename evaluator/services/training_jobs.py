@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -26,6 +26,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from evaluator.artifacts import (
+    ArtifactUnavailable,
+    artifact_fetch,
+    artifact_publish,
+    is_artifact,
+    model_source,
+)
 from evaluator.batching import batched
 from evaluator.errors import ServiceError
 from evaluator.models import (
@@ -35,7 +42,7 @@ from evaluator.models import (
     TrainingJob,
 )
 from evaluator.selectors.dpo_dataset import SelectionRules, preference_outcomes_select, preference_records_select
-from evaluator.selectors.training import training_job_workdir
+from evaluator.selectors.training import held_out_prompt_count, training_job_workdir
 from evaluator.services.generation import generation_job_queue
 from evaluator.services.jobs import (
     DEFAULT_MAX_ATTEMPTS,
@@ -51,13 +58,14 @@ from evaluator.services.jobs import (
 )
 from workers.tasks import run_training_job as run_training_job_task
 
+if TYPE_CHECKING:
+    from training.trainer_common import TrainingJobConfig
+
 
 def held_out_prompts_draw(*, campaign: Campaign, share: float, seed: int) -> list[str]:
     """A seeded random share of the campaign's prompt ids, kept out of training and used for the new round."""
     ids = sorted(campaign.prompts.values_list("external_id", flat=True))
-    if share <= 0 or not ids:
-        return []
-    count = min(len(ids) - 1, max(1, round(share * len(ids))))
+    count = held_out_prompt_count(total=len(ids), share=share)
     # A reproducible split, not a secret.
     return sorted(random.Random(seed).sample(ids, count)) if count > 0 else []  # noqa: S311
 
@@ -128,7 +136,8 @@ def qa_file_store(*, name: str, data: bytes) -> str:
         path.unlink()
         # The message names the stored copy; the admin knows the file by its own name.
         raise ServiceError(f"Q&A file {str(error).replace(str(path), name)}") from None
-    return str(path)
+    # Published (with an artifact store) for the worker that trains on it, on whichever machine.
+    return artifact_publish(path)
 
 
 def _refuse_an_empty_selection(
@@ -149,6 +158,7 @@ def _refuse_an_empty_selection(
         f"pairs agreed on by at least {rules.min_agreement:.0%} of their judgements" if rules.min_agreement else "",
         "" if rules.include_gold else "gold items left out",
         "flagged annotators left out" if rules.exclude_flagged else "",
+        "adjudicated outcomes preferred" if rules.prefer_adjudicated else "",
         "" if rules.include_simulated else "simulated judgements left out",
     ]
     shown = "; ".join(part for part in narrowing if part)
@@ -353,17 +363,18 @@ def _train(job: TrainingJob, workdir: Path, log: logging.Logger) -> None:
     from training.preferences import dataset_fingerprint
     from training.trainer_common import checkpoint_step, latest_checkpoint
 
-    resume_from = latest_checkpoint(workdir)
+    resume_from = latest_checkpoint(workdir) or _published_checkpoint(job, workdir, log)
     dataset = workdir / "dataset.jsonl"
     if resume_from is None or not dataset.exists():
         count = _write_dataset(job, dataset)
+        artifact_publish(dataset)
         log.info("dataset: %d records", count)
     else:
         count = sum(1 for _ in dataset.open(encoding="utf-8"))
     fingerprint = dataset_fingerprint(dataset)
     training_job_dataset_record(job=job, size=count, fingerprint=fingerprint)
     base_model = _training_base(job.parent_variant, log)
-    config_data = {**job.config["training"], "base_model": base_model, "dataset_path": str(dataset)}
+    config_data = {**job.config["training"], "base_model": model_source(base_model), "dataset_path": str(dataset)}
     config_data["output_dir"] = str(workdir)
     if resume_from is not None:
         step = checkpoint_step(resume_from)
@@ -375,7 +386,20 @@ def _train(job: TrainingJob, workdir: Path, log: logging.Logger) -> None:
         "on_checkpoint": partial(_checkpoint_record, job.pk, log),
         "resume_from_checkpoint": resume_from,
     }
-    if job.method == TrainingJob.Method.SFT:
+    processes, accelerate_config = settings.PREFLOOP_TRAIN_PROCESSES, settings.PREFLOOP_ACCELERATE_CONFIG
+    if processes > 1 or accelerate_config:
+        # Several processes (`accelerate launch`): they report through the run's files, which the launcher
+        # follows, and a cancel ends them all.
+        from training.launch import train_launched
+
+        launched_config = _training_config(job.method, config_data)
+        log.info("training as %d processes (accelerate config: %s)", processes, accelerate_config or "none")
+        accelerate = accelerate_config or None
+        result = train_launched(
+            launched_config, method=job.method, processes=processes, accelerate_config=accelerate, **hooks
+        )
+        config_dict = launched_config.to_dict()
+    elif job.method == TrainingJob.Method.SFT:
         from training.sft import SFTJobConfig, train_sft
 
         sft_config = SFTJobConfig.from_dict(config_data)
@@ -392,13 +416,26 @@ def _train(job: TrainingJob, workdir: Path, log: logging.Logger) -> None:
         training_job_cancelled(job_id=job.pk)
         return
     log.info("trained %d steps", result.steps)
+    # Published before the job is marked succeeded: whoever sees the variant can fetch its adapter.
+    adapter = artifact_publish(result.adapter_dir)
+    log.info("adapter stored as %s", adapter)
     training_job_succeed(
         job_id=job.pk,
-        adapter_dir=str(result.adapter_dir),
+        adapter_dir=adapter,
         base_model=base_model,
         lineage=_lineage(config_dict, fingerprint, job),
         log=log,
     )
+
+
+def _training_config(method: str, data: Mapping[str, Any]) -> "TrainingJobConfig":
+    if method == TrainingJob.Method.SFT:
+        from training.sft import SFTJobConfig
+
+        return SFTJobConfig.from_dict(data)
+    from training.dpo import DPOJobConfig
+
+    return DPOJobConfig.from_dict(data)
 
 
 def _progress_record(job_id: int, entry: Mapping[str, Any]) -> None:
@@ -411,7 +448,21 @@ def _beat(job_id: int) -> bool:
 
 def _checkpoint_record(job_id: int, log: logging.Logger, path: Path, step: int) -> None:
     log.info("checkpoint at step %d", step)
-    training_job_checkpoint(job_id=job_id, path=str(path), step=step)
+    training_job_checkpoint(job_id=job_id, path=artifact_publish(path), step=step)
+
+
+def _published_checkpoint(job: TrainingJob, workdir: Path, log: logging.Logger) -> Path | None:
+    """The job's newest checkpoint, with its dataset, fetched from the artifact store: an attempt on another machine
+    than the last one goes on from there. None when the job has none (or no store holds artifacts)."""
+    from training.trainer_common import latest_checkpoint
+
+    if not is_artifact(job.last_checkpoint):
+        return None
+    checkpoint = artifact_fetch(job.last_checkpoint)
+    if checkpoint.exists():
+        artifact_fetch((workdir / "dataset.jsonl").relative_to(settings.ARTIFACTS_DIR).as_posix())
+        log.info("fetched checkpoint %s from the artifact store", job.last_checkpoint)
+    return latest_checkpoint(workdir)
 
 
 def _write_dataset(job: TrainingJob, path: Path) -> int:
@@ -421,7 +472,7 @@ def _write_dataset(job: TrainingJob, path: Path) -> int:
     if job.method == TrainingJob.Method.SFT and job.config.get("sft_source") == "qa":
         from training.sft import sft_records_from_qa
 
-        records = sft_records_from_qa(Path(job.config["qa_path"]))
+        records = sft_records_from_qa(artifact_fetch(job.config["qa_path"]))
     else:
         rules = SelectionRules(
             **job.config.get("selection", {}), held_out_prompts=frozenset(job.config.get("held_out_prompts", []))
@@ -441,16 +492,22 @@ def _write_dataset(job: TrainingJob, path: Path) -> int:
 
 def _training_base(parent: ModelVariant, log: logging.Logger) -> str:
     """The model the new adapter trains on: the parent's base, with the parent's adapter merged in if it has
-    one (into a bf16 copy, never the 4-bit weights), so that every round improves on its parent."""
+    one (into a bf16 copy, never the 4-bit weights), so that every round improves on its parent. A merged copy is
+    an artifact (the new variant's base, wherever it generates): published, and fetched rather than merged again."""
     if not parent.adapter_path:
         return parent.base_model
     from training.export import merge_adapter
 
     merged = Path(settings.ARTIFACTS_DIR) / "merged" / f"variant-{parent.pk}"
+    name = merged.relative_to(settings.ARTIFACTS_DIR).as_posix()
     if not (merged / "config.json").exists():
-        log.info("merging the parent's adapter into its base: %s", merged)
-        merge_adapter(parent.base_model, parent.adapter_path, merged)
-    return str(merged)
+        try:
+            artifact_fetch(name)
+        except ArtifactUnavailable:
+            log.info("merging the parent's adapter into its base: %s", merged)
+            merge_adapter(model_source(parent.base_model), model_source(parent.adapter_path), merged)
+            artifact_publish(merged)
+    return name
 
 
 @contextmanager

@@ -43,6 +43,18 @@ class StatisticsQuery(serializers.Serializer[Any]):
     include_simulated = serializers.BooleanField(
         default=False, help_text="Count the judgements of scripted annotators (bench/loop.py) too."
     )
+    adjudicated = serializers.BooleanField(
+        default=False, help_text="Count researchers' adjudicated outcomes where a comparison has one."
+    )
+    guideline_version = serializers.IntegerField(
+        required=False, min_value=1, help_text="Only judgements made under this version of the guidelines."
+    )
+    category = serializers.CharField(
+        required=False, max_length=64, help_text="Only judgements of prompts tagged with this category."
+    )
+    exclude_outliers = serializers.BooleanField(
+        default=False, help_text="Leave out annotators the leave-one-out likelihood test flags as outliers."
+    )
     n_boot = serializers.IntegerField(default=1000, min_value=100, max_value=10_000)
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +71,10 @@ class StatisticsQuery(serializers.Serializer[Any]):
             exclude_flagged=data["exclude_flagged"],
             exclude_gold=not data["include_gold"],
             include_simulated=data["include_simulated"],
+            adjudicated=data["adjudicated"],
+            guideline_version=data.get("guideline_version"),
+            category=data.get("category"),
+            exclude_outliers=data["exclude_outliers"],
         )
 
 

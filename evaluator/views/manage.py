@@ -31,6 +31,7 @@ from evaluator.selectors.campaigns import (
     generation_jobs_recent,
     training_jobs_recent,
 )
+from evaluator.selectors.guidelines import guideline_versions
 from evaluator.services import campaigns as campaigns_services
 from evaluator.services import imports
 from evaluator.services import variants as variants_services
@@ -54,12 +55,12 @@ def manage(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required(ADMIN)
-def campaign_create(request: HttpRequest) -> HttpResponse:
+def campaign_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = CampaignForm(request.POST)
     if not form.is_valid():
         messages.error(request, form_errors(form))
         return redirect("manage")
-    campaign = campaigns_services.campaign_create(**form.cleaned_data)
+    campaign = campaigns_services.campaign_create(**form.cleaned_data, author=request.user)
     messages.success(request, f"Campaign “{campaign.name}” created.")
     return redirect("campaign_detail", campaign_id=campaign.pk)
 
@@ -185,6 +186,7 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
         .order_by("username")
         .values_list("username", flat=True),
         "group_names": Group.objects.order_by("name").values_list("name", flat=True),
+        "guideline_versions": guideline_versions(campaign=campaign),
     }
     return render(request, "manage/campaign.html", context)
 
@@ -259,16 +261,26 @@ def generation_jobs_live(request: HttpRequest, campaign_id: int) -> HttpResponse
     return render(request, "manage/_generation_jobs.html", {"generation_jobs": jobs}, status=200 if running else 286)
 
 
+@require_GET
+@role_required(ADMIN)
+def campaign_counts_live(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The campaign page's header counts, polled by the page; 286 stops the polling once the campaign is closed."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    context = {"campaign": campaign, "progress": campaign_progress(campaign=campaign)}
+    status = 286 if campaign.state == CampaignState.CLOSED else 200
+    return render(request, "manage/_campaign_counts.html", context, status=status)
+
+
 @require_POST
 @role_required(ADMIN)
-def campaign_update(request: HttpRequest, campaign_id: int) -> HttpResponse:
+def campaign_update(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     form = CampaignForm(request.POST, campaign=campaign)
     if not form.is_valid():
         messages.error(request, form_errors(form))
         return redirect("campaign_detail", campaign_id=campaign.pk)
     try:
-        campaigns_services.campaign_update(campaign=campaign, **form.cleaned_data)
+        campaigns_services.campaign_update(campaign=campaign, **form.cleaned_data, author=request.user)
     except ServiceError as error:
         messages.error(request, str(error))
     else:

@@ -11,6 +11,7 @@ from evaluator.forms import AccountCreateForm, AccountRolesForm, AnnotatorFlagFo
 from evaluator.models import Campaign
 from evaluator.roles import ADMIN, ROLES, AuthenticatedHttpRequest, role_required
 from evaluator.selectors.campaigns import annotator_quality_rows, user_list_with_roles
+from evaluator.selectors.qualification import qualification_item_ids, qualification_results
 from evaluator.services import accounts as accounts_services
 from evaluator.services.accounts import account_create, account_deactivate, account_reactivate, account_roles_set
 from evaluator.stats.quality import QualityThresholds
@@ -29,6 +30,8 @@ def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "rows": [row for row in rows if not row["scripted"]],
         "scripted": [row for row in rows if row["scripted"]],
         "limits": QualityThresholds(),
+        "qualification": qualification_results(campaign=campaign),
+        "qualification_items": len(qualification_item_ids(campaign=campaign)),
     }
     return render(request, "manage/quality.html", context)
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from evaluator.errors import ServiceError
+from evaluator.errors import QualificationDue, ServiceError
 from evaluator.forms import (
     AnswerFlagForm,
     RatingForm,
@@ -23,6 +23,7 @@ from evaluator.selectors.campaigns import (
 )
 from evaluator.selectors.rating import campaign_is_servable
 from evaluator.services.rating import answer_flag, assignment_next, assignment_skip, judgement_submit
+from evaluator.views.qualification import qualification_render
 
 # The campaign the annotator picked on the landing page; absent: the next campaign with work, by priority.
 PICKED_CAMPAIGN = "prefloop_rating_campaign"
@@ -93,12 +94,17 @@ def _render_next(request: AuthenticatedHttpRequest) -> HttpResponse:
     for an HTMX request."""
     picked = _picked(request)
     try:
-        assignment = assignment_next(annotator=request.user, campaign=picked)
-    except ServiceError as error:  # the picked campaign was paused, closed or unassigned meanwhile
-        messages.info(request, f"{error} Pairs now come from your next campaign with work.")
-        request.session.pop(PICKED_CAMPAIGN, None)
-        picked = None
-        assignment = assignment_next(annotator=request.user)
+        try:
+            assignment = assignment_next(annotator=request.user, campaign=picked)
+        except QualificationDue:
+            raise
+        except ServiceError as error:  # the picked campaign was paused, closed or unassigned meanwhile
+            messages.info(request, f"{error} Pairs now come from your next campaign with work.")
+            request.session.pop(PICKED_CAMPAIGN, None)
+            picked = None
+            assignment = assignment_next(annotator=request.user)
+    except QualificationDue as due:  # the campaign in turn asks for its qualification first: its pairs instead
+        return qualification_render(request, due.campaign)
     if assignment is None:
         template = "rating/_done.html" if request.htmx else "rating/done.html"
         context = {
@@ -128,6 +134,7 @@ def _render_assignment(
         # The open pair belongs to another campaign than the one picked: say so, it comes first.
         "picked_elsewhere": picked.name if picked is not None and picked.pk != campaign.pk else "",
         "guidelines": campaign.guidelines,
+        "guidelines_version": campaign.guidelines_version.number if campaign.guidelines_version else None,
         "prompt": comparison.prompt.text,
         "reference": comparison.prompt.reference if campaign.show_reference else "",
         "prompt_context": comparison.prompt.context if campaign.show_reference else "",
@@ -149,7 +156,10 @@ def _assignment_of(request: AuthenticatedHttpRequest, token: str) -> Assignment:
     """The request user's assignment with everything the pair page shows; 404 unknown, 403 someone else's."""
     assignment = get_object_or_404(
         Assignment.objects.select_related(
-            "comparison__campaign", "comparison__prompt", "comparison__candidate_a", "comparison__candidate_b"
+            "comparison__campaign__guidelines_version",
+            "comparison__prompt",
+            "comparison__candidate_a",
+            "comparison__candidate_b",
         ),
         token=token,
     )

@@ -28,6 +28,7 @@ from evaluator.selectors.campaigns import (
     campaign_progress,
     statistics_snapshots_recent,
 )
+from evaluator.selectors.judges import judges_of_campaign
 from evaluator.selectors.reports import statistics_report
 from evaluator.services import accounts
 from evaluator.services.snapshots import statistics_snapshot_queue
@@ -123,5 +124,7 @@ def stats_campaign(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "report": statistics_report(campaign=campaign, filters=filters, prompt_level=prompt_level),
         "progress": campaign_progress(campaign=campaign),
         "snapshots": statistics_snapshots_recent(campaign=campaign),
+        # The judges a DPO download may ask for (templates/stats/_dpo_judge_export.html).
+        "dpo_judges": judges_of_campaign(campaign=campaign),
     }
     return render(request, "stats/campaign.html", context, status=400 if form.errors else 200)

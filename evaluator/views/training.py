@@ -2,6 +2,8 @@
 exports, and the document collections of retrieval variants."""
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from django.contrib import messages
 from django.db.models import Count
@@ -17,13 +19,19 @@ from evaluator.roles import ADMIN, AuthenticatedHttpRequest, role_required
 from evaluator.selectors.campaigns import decisive_vote_count
 from evaluator.selectors.model_exports import model_export_download
 from evaluator.selectors.qa_sets import qa_set_sft_jsonl
-from evaluator.selectors.training import training_job_live, variant_family_tree
+from evaluator.selectors.training import (
+    LOSS_LABEL,
+    held_out_prompt_count,
+    round_power,
+    training_job_live,
+    variant_family_tree,
+)
 from evaluator.services import collections as collections_services
 from evaluator.services import training_jobs
 from evaluator.services.collections import documents_add
 from evaluator.services.model_exports import model_export_queue
 from evaluator.services.training_jobs import held_out_prompts_draw, qa_file_store, training_job_queue
-from evaluator.stats.plots import line_chart
+from evaluator.stats.plots import line_chart, small_multiples
 
 
 @require_http_methods(["GET", "POST"])
@@ -70,8 +78,37 @@ def training_queue(request: AuthenticatedHttpRequest, campaign_id: int) -> HttpR
 
 
 def _retrain_page(request: HttpRequest, campaign: Campaign, form: RetrainForm) -> HttpResponse:
-    context = {"campaign": campaign, "form": form, "decisive_votes": decisive_vote_count(campaign=campaign)}
+    context = {
+        "campaign": campaign,
+        "form": form,
+        "decisive_votes": decisive_vote_count(campaign=campaign),
+        **_round_power_context(campaign, form.data if form.is_bound else {}),
+    }
     return render(request, "manage/retrain.html", context)
+
+
+@require_GET
+@role_required(ADMIN)
+def retrain_power(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The retrain page's power estimate for the round it would start, refreshed as the held-out prompts or the
+    parent change."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    context = {"campaign": campaign, **_round_power_context(campaign, request.GET)}
+    return render(request, "manage/_round_power.html", context)
+
+
+def _round_power_context(campaign: Campaign, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The power of the round the retrain form's values would start; unreadable values count as the defaults
+    (the form itself reports them)."""
+    ids = {line.strip() for line in str(data.get("held_out_ids") or "").splitlines() if line.strip()}
+    try:
+        share = float(data.get("held_out_share") or RetrainForm.base_fields["held_out_share"].initial)
+    except ValueError:
+        share = float(RetrainForm.base_fields["held_out_share"].initial)
+    held_out = len(ids) or held_out_prompt_count(total=campaign.prompts.count(), share=share)
+    parent_id = str(data.get("parent_variant") or "")
+    parent = ModelVariant.objects.filter(pk=parent_id).first() if parent_id.isdigit() else None
+    return {"power": round_power(campaign=campaign, held_out=held_out, parent=parent), "held_out": held_out}
 
 
 @require_GET
@@ -85,7 +122,7 @@ def training_job_detail(request: AuthenticatedHttpRequest, job_id: int) -> HttpR
     context = {
         "job": job,
         "live": live,
-        "chart": line_chart(live["series"], title=f"{job} metrics", x_label="step"),
+        **_metric_charts(job, live["series"]),
         "config_json": json.dumps(job.config, indent=2, sort_keys=True),
         "sources": job.source_campaigns.all(),
     }
@@ -93,6 +130,18 @@ def training_job_detail(request: AuthenticatedHttpRequest, job_id: int) -> HttpR
         # 286 tells htmx to stop polling: an ended job changes no more.
         return render(request, "manage/_training_job_live.html", context, status=200 if live["running"] else 286)
     return render(request, "manage/training_job.html", context)
+
+
+def _metric_charts(job: TrainingJob, series: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    """The loss on a chart of its own; every other metric (the DPO rewards, margins and accuracy) in a small
+    chart with its own y-axis: on one shared axis, accuracy's 0–1 flattened the rewards and the loss."""
+    others = {name: points for name, points in series.items() if name != LOSS_LABEL}
+    return {
+        "loss_chart": line_chart(
+            {LOSS_LABEL: series.get(LOSS_LABEL, [])}, title=f"{job}: training loss", x_label="step"
+        ),
+        "metric_charts": small_multiples(others, title=str(job), x_label="step"),
+    }
 
 
 @require_POST
@@ -166,12 +215,15 @@ def variant_export(request: HttpRequest, variant_id: int) -> HttpResponse:
 
 @require_GET
 @role_required(ADMIN)
-def variant_export_download(request: HttpRequest, export_id: int) -> StreamingHttpResponse:
-    """A finished export as an attachment, streamed: a GGUF file as it is, a merged folder as a zip."""
+def variant_export_download(request: HttpRequest, export_id: int) -> HttpResponse | StreamingHttpResponse:
+    """A finished export as an attachment, streamed: a GGUF file as it is, a merged folder as a zip; with an
+    artifact store, a GGUF file comes from the store (a redirect to a presigned URL)."""
     export = get_object_or_404(ModelExport.objects.select_related("variant"), pk=export_id)
     download = model_export_download(export=export)
     if download is None:
         raise Http404("This export has not succeeded, or its file is gone.")
+    if download.url:
+        return redirect(download.url)
     if download.is_folder:
         response = StreamingHttpResponse(download.zip_stream(), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{download.filename}"'

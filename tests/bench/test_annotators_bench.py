@@ -49,6 +49,7 @@ def test_a_short_run_rates_through_every_load_and_reports_its_targets(tmp_path: 
     assert set(report["targets"]) == {
         "cycles_to_baseline_requests",
         "rating_p99_ms",
+        "human_pace_p99_ms",
         "claim_p50_large_to_small",
         "queries_per_cycle",
         "comparison_hot_update_ratio",

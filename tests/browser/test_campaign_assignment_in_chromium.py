@@ -102,3 +102,41 @@ def test_assign_pick_rate_then_a_pause_mid_pair_refuses_the_submission(
     assert "No active campaign is assigned to you" in other.inner_text("#pair")
     for context in (admin.context, annotator.context, other.context):
         context.close()
+
+
+def test_closing_a_campaign_while_an_annotator_is_mid_pair_refuses_the_submission_and_serves_nothing_more(
+    live_server, browser, artifacts_dir: Path
+) -> None:
+    factories.user("ada", "admin")
+    factories.user("ann", "annotator")
+    campaign = factories.campaign(name="Closing study", members=(), overlap=1)
+    for good, poor in [("Use acid-free boxes.", "Any box will do."), ("Wear nitrile gloves.", "Bare hands are fine.")]:
+        factories.comparison(campaign, texts=(good, poor))
+    admin = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    annotator = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    _log_in(admin, live_server, "ada", "/manage/")
+    admin.goto(f"{live_server.url}/manage/campaigns/{campaign.pk}/")
+    admin.fill("#member-username", "ann")
+    admin.click("#member-form button[type=submit]")
+
+    # The annotator opens a pair and chooses; the admin closes the campaign for good before the submission.
+    _log_in(annotator, live_server, "ann", "/rate/")
+    annotator.wait_for_function("window.htmx !== undefined")
+    assert annotator.inner_text("#campaign-name") == "Closing study"
+    _rate_every_row(annotator, "left")
+    admin.click("#lifecycle button:has-text('Close for good')")
+    assert admin.inner_text("#campaign-state") == "Closed"
+    annotator.click("button:has-text('Submit and next')")
+    annotator.wait_for_selector(".message:has-text('was closed while you rated this pair')")
+    assert "so your choices were not stored" in annotator.inner_text(".messages")
+    assert "Nothing to rate right now" in annotator.inner_text("#pair")
+    annotator.screenshot(path=str(artifacts_dir / "campaign-closed-mid-pair.png"), full_page=True)
+    assert Judgement.objects.count() == 0
+
+    # Closed for good: nothing is served from it, and it is gone from the annotator's list.
+    annotator.goto(f"{live_server.url}/rate/campaigns/")
+    assert "Closing study" not in annotator.inner_text("main")
+    admin.goto(f"{live_server.url}/manage/campaigns/{campaign.pk}/")
+    assert "Closed: it keeps its data" in admin.inner_text("#lifecycle")
+    for context in (admin.context, annotator.context):
+        context.close()

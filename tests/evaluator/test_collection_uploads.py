@@ -2,6 +2,10 @@
 file it refuses fails the build with the reason, adding none of the waiting files."""
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from evaluator.errors import ServiceError
 from evaluator.models import Document, DocumentCollection, DocumentUpload, JobStatus
 from evaluator.services.collections import collection_create, documents_add
+from tests.conftest import REPO
 from tests.training.test_document_limits import decompression_bomb
 from workers.tasks import index_collection
 
@@ -106,3 +111,51 @@ def test_the_upload_form_names_a_file_of_another_type(client, admin_user, collec
 
     assert "tool.exe: not a .txt, .md, .markdown, .pdf file. Nothing was added." in response.content.decode()
     assert not DocumentUpload.objects.exists()
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code` in a fresh interpreter, whose settings are read from this environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_document_caps_are_the_training_librarys_unless_the_environment_sets_them() -> None:
+    from evaluator.services.collections import document_limits
+    from training.rag import DEFAULT_LIMITS
+
+    assert document_limits() == DEFAULT_LIMITS
+
+    show = (
+        "import dataclasses, json, django; django.setup(); "
+        "from evaluator.services.collections import document_limits; "
+        "print(json.dumps(dataclasses.asdict(document_limits())))"
+    )
+    caps = {"PAGES": "7", "CHARS": "500", "CONTENT_BYTES": "9000", "SECONDS": "2.5", "MEMORY_BYTES": "268435456"}
+    result = run_python(show, **{f"PREFLOOP_DOCUMENT_MAX_{name}": value for name, value in caps.items()})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "max_pages": 7,
+        "max_chars": 500,
+        "max_content_bytes": 9000,
+        "max_seconds": 2.5,
+        "max_memory_bytes": 268435456,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PREFLOOP_DOCUMENT_MAX_PAGES", "many", "PREFLOOP_DOCUMENT_MAX_PAGES='many' is not an integer"),
+        ("PREFLOOP_DOCUMENT_MAX_CHARS", "0", "PREFLOOP_DOCUMENT_MAX_CHARS=0 must be at least 1"),
+        ("PREFLOOP_DOCUMENT_MAX_SECONDS", "0", "PREFLOOP_DOCUMENT_MAX_SECONDS=0 must be a finite number above 0"),
+    ],
+)
+def test_a_bad_document_cap_in_the_environment_is_refused_by_name(name: str, value: str, message: str) -> None:
+    result = run_python("import prefloop.settings", **{name: value})
+    assert result.returncode != 0 and message in result.stderr

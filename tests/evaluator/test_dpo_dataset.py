@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from evaluator.models import AnnotatorFlag
+from evaluator.batching import WRITE_BATCH
+from evaluator.models import AnnotatorFlag, Prompt
 from evaluator.selectors.dpo_dataset import SelectionRules, dpo_hf_write, dpo_jsonl_write, preference_records_select
 from tests import factories
 from training.preferences import read_preference_jsonl
@@ -202,3 +203,20 @@ def test_a_dataset_exported_from_a_campaign_trains_one_dpo_step_unchanged(
     assert trainer.state.global_step == 1
     assert output.training_loss == pytest.approx(0.6931, abs=1e-2)
     assert json.loads(json.dumps(records)) == records  # plain JSON, nothing edited on the way in
+
+
+def test_more_held_out_prompts_than_a_statement_can_bind_are_kept_out(raters, base_tuned) -> None:
+    campaign = factories.campaign()
+    kept = comparison(campaign, base_tuned, "kept")
+    held = comparison(campaign, base_tuned, "held")
+    for item in (kept, held):
+        factories.judgement(item, raters[0], {"overall": "a"})
+    # Past PostgreSQL's 65,535 bound parameters a statement: one `NOT IN` list of them could not be sent.
+    extra = [f"bulk-{number}" for number in range(70_000)]
+    Prompt.objects.bulk_create(
+        (Prompt(campaign=campaign, external_id=external_id, text="Question?") for external_id in extra),
+        batch_size=WRITE_BATCH,
+    )
+    held_out = frozenset({held.prompt.external_id, *extra})
+    records = preference_records_select(campaign=campaign, rules=SelectionRules(held_out_prompts=held_out))
+    assert [pair(record)[1] for record in records] == ["kept by base"]

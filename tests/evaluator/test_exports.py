@@ -132,11 +132,12 @@ def test_the_raw_export_needs_a_few_queries_per_chunk_however_many_judgements_it
 ) -> None:
     for _ in range(10):
         factories.judgement(factories.comparison(judged), annotator, "a")
-    # The cursor's query, then per chunk one for its comparisons and one for annotators not seen before.
-    with django_assert_max_num_queries(1 + 2):
+    # The cursor's query, then per chunk one each for its comparisons, its answer flags and its adjudications, and
+    # one for annotators not seen before.
+    with django_assert_max_num_queries(1 + 4):
         rows = read_csv(b"".join(judgements_csv(campaign=judged, chunk_size=1000)))
     assert len(rows) == 17 * CRITERIA
-    with django_assert_max_num_queries(1 + 2 * 11):
+    with django_assert_max_num_queries(1 + 4 * 11):
         rows = read_csv(b"".join(judgements_csv(campaign=judged, chunk_size=10)))
     assert len(rows) == 17 * CRITERIA
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from evaluator.artifacts import artifact_local
 from evaluator.errors import ServiceError
 from evaluator.models import DocumentCollection, JobStatus, Prompt, QAPair, QASet, TrainingJob
 from evaluator.services.collections import collection_create, documents_add
@@ -428,6 +429,6 @@ def test_an_sft_retrain_can_train_on_the_approved_pairs_of_a_qa_set(
     job = TrainingJob.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/manage/jobs/{job.pk}/"
     assert job.config["sft_source"] == "qa"
-    assert sft_records_from_qa(Path(job.config["qa_path"])) == [
+    assert sft_records_from_qa(artifact_local(job.config["qa_path"])) == [
         {"messages": [{"role": "user", "content": "Question 0?"}, {"role": "assistant", "content": "Answer 0."}]}
     ]

@@ -13,6 +13,7 @@ from scipy.stats import binomtest
 
 from evaluator.errors import ServiceError
 from evaluator.models import (
+    Adjudication,
     AnnotatorFlag,
     AnswerFlag,
     Assignment,
@@ -31,6 +32,7 @@ from evaluator.models import (
     Prompt,
     QAPair,
     QASet,
+    ReviewResolution,
     Selection,
     StatisticsSnapshot,
     TrainingJob,
@@ -308,6 +310,17 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "rate_submit": ("post", "/rate/{token}/", only("annotator", status=400)),  # an empty rating: the pair again
     "rate_skip": ("post", "/rate/{token}/skip/", only("annotator", status=302)),  # no reason: back, with it said
     "rate_flag": ("post", "/rate/{token}/flag/", only("annotator", status=302)),
+    # No such qualification item; the campaign asks for no qualification: refused with a message, nothing written.
+    "rate_qualification_submit": (
+        "post",
+        "/rate/qualification/00000000-0000-4000-8000-000000000000/",
+        only("annotator", status=404),
+    ),
+    "rate_qualification_retry": (
+        "post",
+        "/rate/qualification/campaigns/{campaign}/attempts/",
+        only("annotator", status="/rate/"),
+    ),
     "stats_index": ("get", "/stats/", only(*STAFF)),
     "api_token_rotate": ("post", "/stats/token/", only(*STAFF, status="/stats/")),  # writes the token: checked below
     "stats_campaign": ("get", "/stats/{campaign}/", only(*STAFF)),
@@ -324,6 +337,18 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "api_statistics_download": ("get", "/api/campaigns/{campaign}/statistics.json", only(*STAFF, **API)),
     "api_dpo": ("get", "/api/campaigns/{campaign}/dpo.jsonl", only(*STAFF, **API)),
     "api_schema": ("get", "/api/schema/", only(*STAFF, **API)),  # the OpenAPI description, for the API's users
+    "review_index": ("get", "/review/", only(*STAFF)),
+    "review_flag_decide": ("post", "/review/flags/0/decide/", only(*STAFF, status=404)),  # no such flag
+    "review_skip_decide": ("post", "/review/skips/{assignment}/decide/", only(*STAFF, status=404)),  # not skipped
+    "review_items_download": ("get", "/review/campaigns/{campaign}/review.csv", only(*STAFF)),
+    "adjudication_queue": ("get", "/review/campaigns/{campaign}/adjudication/", only(*STAFF)),
+    "comparison_review": ("get", "/review/campaigns/{campaign}/comparisons/{comparison}/", only(*STAFF)),
+    # No outcome chosen: refused with its message on the comparison's page, nothing recorded.
+    "adjudication_record": (
+        "post",
+        "/review/campaigns/{campaign}/comparisons/{comparison}/adjudicate/",
+        only(*STAFF, status="/review/campaigns/"),
+    ),
     "manage": ("get", "/manage/", only("admin")),
     # Empty forms below: each is refused with its message (a redirect back), so nothing is written.
     "campaign_create": ("post", "/manage/campaigns/new/", only("admin", status="/manage/")),
@@ -341,6 +366,8 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "prompts_import": ("post", "/manage/campaigns/{campaign}/prompts/", only("admin", status=302)),
     "generation_queue": ("post", "/manage/campaigns/{campaign}/generate/", only("admin", status=302)),
     "generation_jobs_live": ("get", "/manage/campaigns/{campaign}/generation/", only("admin", status=286)),
+    "campaign_counts_live": ("get", "/manage/campaigns/{campaign}/counts/", only("admin")),
+    "retrain_power": ("get", "/manage/campaigns/{campaign}/retrain/power/", only("admin")),
     # The retrain page: a refused form comes back on it, with its values and errors.
     "training_queue": ("post", "/manage/campaigns/{campaign}/retrain/", only("admin", status=200)),
     "training_job_detail": ("get", "/manage/jobs/{job}/", only("admin")),
@@ -375,6 +402,14 @@ ACCESS: dict[str, tuple[str, str, dict[str, int | str]]] = {
     "qa_pair_update": ("post", "/manage/qa/{qa_set}/pairs/{qa_pair}/", only("admin", status=302)),
     "qa_set_to_campaign": ("post", "/manage/qa/{qa_set}/to-campaign/", only("admin", status=302)),
     "qa_set_download": ("get", "/manage/qa/{qa_set}/approved.jsonl", only("admin", status=409)),  # none approved
+    "judges": ("get", "/manage/judges/", only("admin")),
+    "judge_new": ("post", "/manage/judges/new/", only("admin", status=200)),  # an empty form comes back refused
+    "judge_detail": ("get", "/manage/judges/0/", only("admin", status=404)),  # no such judge
+    "judge_job_create": ("post", "/manage/judges/0/run/", only("admin", status=404)),
+    "judge_job_detail": ("get", "/manage/judge-jobs/0/", only("admin", status=404)),  # no such job
+    "judge_job_stop": ("post", "/manage/judge-jobs/0/cancel/", only("admin", status=404)),
+    "judge_job_restart": ("post", "/manage/judge-jobs/0/resume/", only("admin", status=404)),
+    "judge_calibration": ("get", "/stats/{campaign}/judges/0/", only(*STAFF, status=404)),
 }
 # Bodies for the posts that an empty form would let through: a bad filter queues no snapshot.
 POSTED = {"statistics_snapshot_create": {"since": "not a date"}}
@@ -417,6 +452,8 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
         snapshot=snapshot.pk,
         qa_set=qa_set.pk,
         qa_pair=qa_pair.pk,
+        assignment=task.pk,
+        comparison=task.comparison_id,
     )
     assert resolve(urlsplit(url).path).view_name == name
     fetch = getattr(client, method)
@@ -435,6 +472,7 @@ def test_each_page_lets_in_only_its_roles(client, name, annotator, researcher, a
     # Nothing written: every allowed request above was refused as incomplete, but for the token rotation.
     assert not Judgement.objects.exists() and not Assignment.objects.filter(skipped_at__isnull=False).exists()
     assert not AnswerFlag.objects.exists() and not AnnotatorFlag.objects.exists()
+    assert not ReviewResolution.objects.exists() and not Adjudication.objects.exists()
     assert get_user_model().objects.count() == 4 and get_user_model().objects.filter(is_active=True).count() == 4
     assert set(annotator.groups.values_list("name", flat=True)) == {"annotator"}
     assert Campaign.objects.count() == 1 and ModelVariant.objects.count() == 2

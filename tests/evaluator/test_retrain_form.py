@@ -115,3 +115,19 @@ def test_target_modules_are_checked_against_the_parents_base_model(
     post(client, campaign, parent_variant=parent.pk, target_modules="q_proj")
     # One name goes to PEFT as a list: a bare string would be read as a pattern for the module's full name.
     assert TrainingJob.objects.get().config["training"]["qlora"]["target_modules"] == ["q_proj"]
+
+
+def test_adjudicated_outcomes_can_decide_the_training_pairs(client, admin_user, researcher, rated) -> None:
+    from evaluator.services.review import comparison_adjudicate
+
+    campaign, parent = rated
+    # Every judgement called relevance a tie; a researcher settles one pair for a.
+    comparison_adjudicate(comparison=campaign.comparisons.first(), outcomes={"relevance": "a"}, by=researcher)
+    client.force_login(admin_user)
+
+    refused = post(client, campaign, parent_variant=parent.pk, criterion="relevance", held_out_share=0)
+    assert "No decisive relevance preferences" in refused and not TrainingJob.objects.exists()
+
+    post(client, campaign, parent_variant=parent.pk, criterion="relevance", held_out_share=0, prefer_adjudicated="on")
+    selection = TrainingJob.objects.get().config["selection"]
+    assert selection == selection | {"criterion": "relevance", "prefer_adjudicated": True}

@@ -348,7 +348,16 @@ def test_campaign_statistics_round_trip_through_json_with_exactly_the_export_key
     votes = synthetic_votes(900, n_variants=3, criteria=("overall", "safety"), seed=6)
     report = json.loads(json.dumps(campaign_statistics(votes, n_boot=50).to_json(), allow_nan=False))
 
-    assert set(report) == {"pairs", "leaderboard", "agreement", "position_bias"}
+    assert set(report) == {
+        "pairs",
+        "leaderboard",
+        "agreement",
+        "position_bias",
+        "style_control",
+        "annotator_outliers",
+        "excluded_annotators",
+        "category_leaderboards",
+    }
     assert set(report["pairs"][0]) == {
         "criterion",
         "variant_a",

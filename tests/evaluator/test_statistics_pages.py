@@ -83,6 +83,11 @@ def test_the_api_needs_a_researcher_token_and_returns_the_statistics(annotator, 
     assert (overall["wins_a"], overall["wins_b"], overall["ties"]) == (0, 12, 4)
     assert {"left_share", "p_value"} <= set(stats["position_bias"])
     assert api.get(f"/api/campaigns/{campaign.pk}/statistics/", {"n_boot": 5}).status_code == 400
+    # The page's filters hold for the API too: no prompt has this category, and versions start at 1.
+    assert (
+        api.get(f"/api/campaigns/{campaign.pk}/statistics/", {"n_boot": 200, "category": "poems"}).json()["pairs"] == []
+    )
+    assert api.get(f"/api/campaigns/{campaign.pk}/statistics/", {"guideline_version": 0}).status_code == 400
 
     csv = api.get(f"/api/campaigns/{campaign.pk}/judgements.csv")
     assert csv.status_code == 200 and csv["Content-Disposition"].startswith("attachment")

@@ -63,6 +63,10 @@ def test_a_queued_snapshot_is_built_with_the_pages_statistics_and_a_snapshot_key
         "exclude_flagged": False,
         "exclude_gold": True,
         "include_simulated": True,
+        "adjudicated": False,
+        "category": None,
+        "exclude_outliers": False,
+        "guideline_version": None,
     }
 
     snapshot = build(snapshot)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
+from evaluator.artifacts import artifact_local
 from evaluator.models import (
     Assignment,
     Campaign,
@@ -221,12 +222,12 @@ def test_the_whole_loop_runs_from_prompts_to_a_retrained_variant_in_blind_rating
     job.refresh_from_db()
     child = job.result_variant
     assert child.parent == greedy
-    assert (Path(child.adapter_path) / "adapter_config.json").is_file()
+    assert (artifact_local(child.adapter_path) / "adapter_config.json").is_file()
     assert job.dataset_size == decisive.count()
     assert any("loss" in log for log in job.metrics)
     assert child.lineage["dataset_sha256"] == job.dataset_hash
     assert job.config["training"]["qlora"]["load_in_4bit"] is True
-    assert list(Path(child.adapter_path).parent.rglob("events.out.tfevents.*")), "no TensorBoard log"
+    assert list(artifact_local(child.adapter_path).parent.rglob("events.out.tfevents.*")), "no TensorBoard log"
     assert child.lineage["versions"]["bitsandbytes"]
 
     # 6. The new variant's answers are generated and paired with its parent's, ready for annotators.

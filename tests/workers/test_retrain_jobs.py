@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from evaluator.artifacts import artifact_local
 from evaluator.models import Comparison, GenerationJob, JobStatus, ModelVariant, TrainingJob
 from evaluator.services.training_jobs import training_job_queue
 from tests import factories
@@ -76,12 +77,12 @@ def test_a_qlora_dpo_job_trains_registers_its_variant_and_starts_its_round(
     assert job.last_checkpoint.endswith("checkpoint-3")  # every 2 steps, and at the end
     child = ModelVariant.objects.get(training_job=job)
     # LoRA's B matrices start at zero: training moved them; the base model's own files were never written.
-    weights = load_file(Path(child.adapter_path) / "adapter_model.safetensors")
+    weights = load_file(artifact_local(child.adapter_path) / "adapter_model.safetensors")
     assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
     assert base_digest(Path(parent.base_model)) == base_before
     assert child.parent == parent and child.lineage["dataset_sha256"] == job.dataset_hash
     assert child.lineage["held_out_prompts"] == held_out
-    log = (Path(child.adapter_path).parent / "job.log").read_text()
+    log = (artifact_local(child.adapter_path).parent / "job.log").read_text()
     assert "attempt 1 of 3" in log and "registered" in log
 
     # Its round: answers on the held-out prompts only, paired with the parent's.
@@ -124,5 +125,5 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint_and_registers_
     assert ModelVariant.objects.filter(training_job=job).count() == 1
     steps = [log["step"] for log in job.metrics if "loss" in log]
     assert steps == list(range(1, 15)), "every step logged once, none twice after the resume"
-    log = (Path(job.result_variant.adapter_path).parent / "job.log").read_text()
+    log = (artifact_local(job.result_variant.adapter_path).parent / "job.log").read_text()
     assert "resuming from checkpoint-" in log
