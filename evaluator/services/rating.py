@@ -53,12 +53,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import (
     Case,
     Count,
@@ -304,7 +305,7 @@ def _claim_from_pool(
         open_pool = pool.exclude(pk__in=passed)
         after = open_pool.filter(rank_key__gte=start).order_by("rank_key").values("pk")[:size]
         before = open_pool.filter(rank_key__lt=start).order_by("rank_key").values("pk")[:size]
-        batch = Comparison.objects.filter(Q(pk__in=after) | Q(pk__in=before)).order_by(*order)
+        batch = Comparison.objects.filter(_either(after, before)).order_by(*order)
         # The annotator's rated pairs in the campaign ride along for the pair page (an InitPlan, counted once).
         comparison = _lock_first(batch.annotate(rated=_rated(annotator.pk, campaign.pk)))
         if comparison is None:
@@ -313,6 +314,15 @@ def _claim_from_pool(
         if assignment is not None:
             return assignment, False
         passed.append(comparison.pk)
+
+
+def _either(first: QuerySet[Comparison, Any], second: QuerySet[Comparison, Any]) -> Q:
+    """The comparisons in either of two sliced id subqueries. On PostgreSQL one IN over their UNION ALL: two IN
+    lists joined by OR make it scan the whole comparison table (160 ms at a million rows against 2 ms). SQLite
+    allows no LIMIT inside a compound statement, and looks each IN list up by key anyway."""
+    if connection.features.supports_slicing_ordering_in_compound:
+        return Q(pk__in=first.union(second, all=True))
+    return Q(pk__in=first) | Q(pk__in=second)
 
 
 def _lock_first(candidates: QuerySet[Comparison]) -> Comparison | None:
