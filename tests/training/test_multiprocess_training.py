@@ -70,7 +70,9 @@ def test_two_processes_train_one_run_and_only_the_first_writes_its_metrics_and_a
     assert steps[-1]["epoch"] == pytest.approx(0.75)
     written = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     assert written == logged == result.metrics
-    assert checkpoints == [2, 3]
+    # Checkpoints are found by polling: one the trainer prunes before the next poll can pass unseen on a busy
+    # machine, the last one never does.
+    assert checkpoints[-1] == 3 and checkpoints == sorted(set(checkpoints)) and set(checkpoints) <= {2, 3}
     assert result.steps == 3 and not result.stopped_early and result.processes == 2
     assert result.train_loss is not None and math.isfinite(result.train_loss)
     assert result.adapter_dir == output_dir / "adapter"
