@@ -12,7 +12,7 @@ annotator each:
 
 - baseline: GET /healthz — Prefloop's most trivial Django view (plain "ok" through the whole middleware stack,
   no query): what the server, the client and the machine can do at best;
-- signed-in floor: GET / as the annotator, which reads the session, the user and their roles (three queries)
+- signed-in floor: GET / as the annotator, which reads the session and the user with their roles (two queries)
   and redirects to /rate/: the least any rating request costs before it claims or stores anything;
 - rating: GET /rate/ (claims the next comparison) then POST its form (CSRF token read from the page), the
   redirect back to /rate/ being the next loop's GET: the page without JavaScript;
@@ -614,14 +614,17 @@ def _seed_users(prefix: str, count: int) -> list:
 
 def _seed_http(sessions: int, comparisons: int) -> list[str]:
     """Annotators with a logged-in session each (session cookie values), and a campaign to rate."""
+    from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
+    # The backend a password login would record: the first that reads session users (each tree's own settings).
+    backend = next(path for path in settings.AUTHENTICATION_BACKENDS if not path.startswith("axes."))
     cookies = []
     for user in _seed_users("rater", sessions):
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
-        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[BACKEND_SESSION_KEY] = backend
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
         store.create()
         cookies.append(store.session_key)

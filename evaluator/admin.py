@@ -8,6 +8,22 @@ from django.http import HttpRequest
 
 from evaluator import models
 from evaluator.rubric import rubric_problems
+from evaluator.services.participation import participations_recount
+
+
+class RecountsParticipation(admin.ModelAdmin):
+    """For rows whose deletion may take completed assignments with it: their campaigns' rated pairs per annotator
+    (models.Participation) are recounted afterwards. `campaign_id` names the campaign's id from a row."""
+
+    campaign_id = "campaign_id"
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self.delete_queryset(request, type(obj).objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        campaign_ids = set(queryset.values_list(self.campaign_id, flat=True))
+        super().delete_queryset(request, queryset)
+        participations_recount(campaign_ids=campaign_ids)
 
 
 class CampaignAdminForm(forms.ModelForm):
@@ -70,7 +86,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(RecountsParticipation):
     list_display = ["external_id", "campaign", "category", "text"]
     list_select_related = ["campaign"]
     list_filter = ["category"]
@@ -85,7 +101,7 @@ class AnnotatorFlagAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Comparison)
-class ComparisonAdmin(admin.ModelAdmin):
+class ComparisonAdmin(RecountsParticipation):
     """Marking a comparison as a gold item (a known answer) happens here."""
 
     list_display = ["pk", "campaign", "prompt", "variant_a", "variant_b", "gold_outcome"]
@@ -187,10 +203,11 @@ class SkippedFilter(admin.SimpleListFilter):
 
 
 @admin.register(models.Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(RecountsParticipation):
     """Read-only: assignments are leased, completed and skipped by the rating engine. Skips and their reasons are
     listed here (filter "skipped") and reviewed on the review page."""
 
+    campaign_id = "comparison__campaign_id"
     list_display = ["pk", "comparison", "annotator", "created_at", "completed_at", "skipped_at", "skip_reason"]
     list_filter = [SkippedFilter, "comparison__campaign"]
     list_select_related = ["annotator"]

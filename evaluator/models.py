@@ -531,8 +531,8 @@ class Assignment(models.Model):
     # A skipped pair goes back to the pool at once (released) and never comes back to this annotator.
     skipped_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=500, blank=True)
-    # Not a column: the annotator's rated pairs in the campaign, read by the claim that returned this assignment
-    # in the same query (services/rating.py), so the pair page does not count them again; None when not read.
+    # Not a column: the annotator's rated pairs in the campaign (Participation), read by the claim that returned
+    # this assignment (services/rating.py), so the pair page does not read them again; None when not read.
     rated_in_campaign: int | None = None
 
     class Meta:
@@ -558,6 +558,26 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"assignment {self.pk}"
+
+
+class Participation(models.Model):
+    """How many pairs one annotator has rated in one campaign: the pair page shows it and the quota is checked
+    against it on every claim. A row, not a count: counting the annotator's completed assignments grew with their
+    history on every cycle. Kept by the engine in the transaction that completes an assignment (a submission, an
+    import); evaluator/services/participation.py."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="participations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="participations")
+    rated = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "campaign"], name="participation_once"),
+            models.CheckConstraint(condition=Q(rated__gte=0), name="participation_rated_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} in {self.campaign_id}: {self.rated}"
 
 
 class Judgement(models.Model):

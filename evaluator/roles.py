@@ -4,12 +4,17 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django_htmx.middleware import HtmxDetails
+
+from evaluator.compiled import Compiled
 
 ANNOTATOR = "annotator"
 RESEARCHER = "researcher"
@@ -37,6 +42,27 @@ def user_roles(user: User | AnonymousUser) -> frozenset[str]:
         cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
         setattr(user, _ROLES_CACHE, cached)
     return cached
+
+
+class RolesBackend(ModelBackend):
+    """Django's ModelBackend, but the signed-in user of each request is read with their roles in the same query:
+    one statement fewer on every page (the roles are read for every page's navigation and guard). Sessions made
+    by ModelBackend itself (before this backend) still work: it stays in AUTHENTICATION_BACKENDS after this one."""
+
+    def get_user(self, user_id: Any) -> User | None:
+        found = _user_with_roles.fetch(user=int(user_id))
+        user = found[0] if found else None
+        if user is None or not self.user_can_authenticate(user):
+            return None
+        setattr(user, _ROLES_CACHE, frozenset(role for role in ROLES if getattr(user, f"_role_{role}")))
+        return user
+
+
+@Compiled
+def _user_with_roles(*, user: int) -> QuerySet[User]:
+    groups = Group.objects.filter(user=OuterRef("pk"))
+    roles = {f"_role_{role}": Exists(groups.filter(name=role)) for role in ROLES}
+    return get_user_model()._default_manager.filter(pk=user).annotate(**roles)
 
 
 def role_required(*roles: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:

@@ -155,6 +155,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # share one office address.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # ModelBackend that reads each request's user with their roles in one query (evaluator/roles.py).
+    "evaluator.roles.RolesBackend",
+    # Sessions signed in through ModelBackend before RolesBackend existed stay valid.
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_HANDLER = "evaluator.login_throttle.PerAddressLimitHandler"

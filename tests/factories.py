@@ -98,10 +98,12 @@ def judgement(
     (a, b or tie: which *variant* won), or a mapping of criterion slug to outcome for only those criteria.
     `simulated` marks it a scripted annotator's (evaluator/services/simulation.py)."""
     from evaluator.models import CriterionChoice, Judgement
+    from evaluator.services.participation import participation_rated_add
 
     slugs = comparison.campaign.criterion_slugs
     choices = {slug: outcomes for slug in slugs} if isinstance(outcomes, str) else dict(outcomes)
     task = assignment(comparison, annotator, left_is_a=left_is_a, completed_at=timezone.now())
+    participation_rated_add(campaign_id=comparison.campaign_id, annotator_id=annotator.pk)
     made = Judgement.objects.create(
         assignment=task,
         comparison=comparison,

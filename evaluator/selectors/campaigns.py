@@ -27,6 +27,7 @@ from evaluator.models import (
     Judgement,
     ModelVariant,
     Outcome,
+    Participation,
     Prompt,
     StatisticsSnapshot,
     TrainingJob,
@@ -259,11 +260,12 @@ def annotator_progress(*, annotator: User) -> dict[str, int]:
 def annotator_campaign_progress(*, annotator: User, campaign: Campaign, done: int | None = None) -> dict[str, Any]:
     """The annotator's rated pairs in one campaign, their quota there (None: no limit) and the campaign's share
     of wanted judgements already given (0–100). `done`: the rated pairs when already read (the claim reads them
-    with the pair it returns, ``Assignment.rated_in_campaign``), else counted here."""
+    with the pair it returns, ``Assignment.rated_in_campaign``), else read here (models.Participation)."""
     if done is None:
-        done = Assignment.objects.filter(
-            annotator=annotator, comparison__campaign=campaign, completed_at__isnull=False
-        ).count()
+        done = (
+            Participation.objects.filter(annotator=annotator, campaign=campaign).values_list("rated", flat=True).first()
+            or 0
+        )
     return {
         "done": done,
         "quota": campaign.quota_per_annotator,
@@ -281,11 +283,9 @@ def annotator_campaigns(*, annotator: User) -> list[dict[str, Any]]:
         campaigns_servable(annotator=annotator).annotate(qualification=qualification_standing(annotator=annotator))
     )
     done = dict(
-        Assignment.objects.filter(
-            annotator=annotator, completed_at__isnull=False, comparison__campaign__in=[c.pk for c in campaigns]
+        Participation.objects.filter(annotator=annotator, campaign__in=[c.pk for c in campaigns]).values_list(
+            "campaign", "rated"
         )
-        .values_list("comparison__campaign")
-        .annotate(count=Count("pk"))
     )
     return [
         {

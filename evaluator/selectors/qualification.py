@@ -21,7 +21,7 @@ DUE = 1  # asked and not passed yet, attempts left: only qualification pairs are
 FAILED = 2  # every attempt failed: nothing more is served from the campaign
 
 
-def qualification_standing(*, annotator: User) -> Case:
+def qualification_standing(*, annotator: User | int) -> Case:
     """QUALIFIED, DUE or FAILED for each row of a Campaign queryset, as SQL: the claim reads it in the query that
     reads the served campaigns, and a campaign that asks no qualification stops at the CASE's first branch."""
     attempts = QualificationAttempt.objects.filter(campaign=OuterRef("pk"), annotator=annotator)
@@ -39,7 +39,7 @@ def qualification_standing(*, annotator: User) -> Case:
     )
 
 
-def campaign_qualified(*, annotator: User) -> Q:
+def campaign_qualified(*, annotator: User | int) -> Q:
     """A condition on Campaign rows: the campaign asks no qualification, or `annotator` passed it."""
     passed = QualificationAttempt.objects.filter(campaign=OuterRef("pk"), annotator=annotator, passed=True)
     return Q(qualification_required=False) | Q(Exists(passed))

@@ -8,6 +8,7 @@ may lag by the judgements of the last PROGRESS_SECONDS: fine for a progress line
 """
 
 import re
+import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ from django.core.cache import cache
 from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, QuerySet, TextField, Value
 from django.db.models.functions import Replace, Trim
 
-from evaluator.models import Campaign, CampaignMember, CampaignState, Comparison, Judgement
+from evaluator.compiled import Compiled
+from evaluator.models import Assignment, Campaign, CampaignMember, CampaignState, Comparison, Judgement
 from evaluator.selectors.qualification import campaign_qualified
 
 PROGRESS_SECONDS = 30
@@ -54,7 +56,25 @@ def campaign_judgement_counted(*, campaign: Campaign) -> None:
         cache.incr(_keys(campaign)[0])
 
 
-def campaigns_servable(*, annotator: User) -> QuerySet[Campaign]:
+def assignment_with_pair(*, token: uuid.UUID | str) -> Assignment | None:
+    """The assignment of `token` with everything the pair page shows (its campaign and the campaign's guidelines
+    version, the prompt, both answers), in one five-table select; None for an unknown token."""
+    found = _assignment_with_pair.fetch(token=uuid.UUID(str(token)))
+    return found[0] if found else None
+
+
+@Compiled
+def _assignment_with_pair(*, token: uuid.UUID) -> QuerySet[Assignment]:
+    # Compiled once (evaluator/compiled.py): every submission, skip and flag reads it.
+    return Assignment.objects.select_related(
+        "comparison__campaign__guidelines_version",
+        "comparison__prompt",
+        "comparison__candidate_a",
+        "comparison__candidate_b",
+    ).filter(token=token)
+
+
+def campaigns_servable(*, annotator: User | int) -> QuerySet[Campaign]:
     """The active campaigns `annotator` is assigned to (by user or through one of their groups), in the order
     the claim serves them: highest priority first, then oldest first. One query, or a subquery of another."""
     return Campaign.objects.filter(Exists(_assigned(annotator)), state=CampaignState.ACTIVE).order_by(
@@ -62,7 +82,7 @@ def campaigns_servable(*, annotator: User) -> QuerySet[Campaign]:
     )
 
 
-def _assigned(annotator: User) -> QuerySet[CampaignMember]:
+def _assigned(annotator: User | int) -> QuerySet[CampaignMember]:
     return CampaignMember.objects.filter(campaign=OuterRef("pk")).filter(Q(user=annotator) | Q(group__user=annotator))
 
 
@@ -71,7 +91,7 @@ def campaign_is_servable(*, campaign_id: int, annotator: User) -> bool:
     return campaigns_servable(annotator=annotator).filter(pk=campaign_id).exists()
 
 
-def campaign_served(*, campaign_id: int, annotator: User) -> Exists:
+def campaign_served(*, campaign_id: int, annotator: User | int) -> Exists:
     """An SQL condition, true while the campaign is active, `annotator` assigned to it and qualified (where it asks
     for a qualification): evaluated by the statement that uses it (the submission's conditional update), so it
     reads the state as that statement runs."""

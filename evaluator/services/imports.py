@@ -1,5 +1,6 @@
 """Imports of uploaded files into a campaign: prompts, and judgements collected elsewhere; all or nothing."""
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from evaluator.parsing.judgements import (
 from evaluator.parsing.prompts import PromptRow, parse_prompt_file
 from evaluator.roles import ANNOTATOR
 from evaluator.services.accounts import role_groups_ensure
+from evaluator.services.participation import participations_rated_add
 from evaluator.services.rating import comparison_counters_refresh
 
 
@@ -117,6 +119,7 @@ def _write(campaign: Campaign, rows: list[ImportedJudgement], now: datetime, sum
     # comparisons at a time (the refresh looks them up by id).
     for ids in batched(dict.fromkeys(comparison.pk for _, comparison, _, _ in planned)):
         comparison_counters_refresh(comparison_ids=ids, now=now)
+    participations_rated_add(Counter((campaign.pk, user.pk) for _, _, user, _ in planned))
 
 
 def _place(row: ImportedJudgement, prompt: Prompt, variants: dict[str, ModelVariant]) -> Placed:

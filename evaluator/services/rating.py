@@ -39,7 +39,11 @@ costs at most a skipped candidate, never a broken cap. Expired leases are handed
 partial index on unfinished, unreleased leases.
 
 A rating cycle (submit, claim the next pair, show it) is twelve statements with the view's reads
-(tests/evaluator/test_rating_cycle_queries.py): each of them runs for every judgement of every annotator.
+(tests/evaluator/test_rating_cycle_queries.py): each of them runs for every judgement of every annotator. None of
+them reads the annotator's history: their rated pairs per campaign (for the quota and the page) are one row,
+``Participation``, added to by the submission. The hot statements are built and compiled by the ORM once per
+process and shape, then sent again with new values (evaluator/compiled.py): compiling them cost more CPU than
+running them.
 
 SQLite fallback: ``select_for_update`` is a no-op there, but settings open every SQLite transaction with
 ``BEGIN IMMEDIATE`` (``transaction_mode``), which takes the database's single write lock at the start of
@@ -61,7 +65,6 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import (
-    Case,
     Count,
     Exists,
     F,
@@ -73,13 +76,13 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
-    When,
 )
 from django.db.models.expressions import Combinable, OrderBy
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 from django.db.models.lookups import LessThan
 from django.utils import timezone
 
+from evaluator.compiled import Compiled, CompiledUpdate
 from evaluator.errors import QualificationDue, ServiceError
 from evaluator.models import (
     JUDGE_CLOSE,
@@ -92,6 +95,7 @@ from evaluator.models import (
     CriterionChoice,
     Judgement,
     Outcome,
+    Participation,
     Selection,
 )
 from evaluator.selectors.qualification import (
@@ -109,6 +113,7 @@ from evaluator.selectors.rating import (
     campaigns_servable,
 )
 from evaluator.services.judge_selection import judge_priority
+from evaluator.services.participation import participation_rated_add
 
 SIDES = ("left", "right", "tie")
 # "Both bad" is stored as a tie with CriterionChoice.both_bad set; only offered where the campaign allows it.
@@ -139,7 +144,7 @@ def assignment_next(
     # One transaction for the whole claim (each BEGIN/COMMIT is a round trip on the hottest path of the app).
     with transaction.atomic():
         # One annotator's claims run one at a time: the quota and "one open lease" checks below stay true.
-        get_user_model().objects.select_for_update(no_key=True).filter(pk=annotator.pk).exists()
+        _annotator_locked.fetch(annotator=annotator.pk)
         served = _campaigns_served(annotator, now)
         open_id = served[0].open_id if served else None
         if open_id is not None:
@@ -158,14 +163,22 @@ def assignment_next(
                 due = candidate.campaign
                 break
             quota = candidate.campaign.quota_per_annotator
-            if candidate.qualification == FAILED or (quota is not None and candidate.quota_used >= quota):
+            # No lease of the annotator's is live in a served campaign here (it would have been returned above):
+            # the pairs rated are all that counts against the quota.
+            if candidate.qualification == FAILED or (quota is not None and candidate.rated >= quota):
                 continue
             claimed = _claim_in_campaign(candidate.campaign, annotator, now)
             if claimed:
+                claimed.rated_in_campaign = candidate.rated
                 return claimed
     if due is not None:  # raised after the commit: the leases released above stay released
         raise QualificationDue(due)
     return None
+
+
+@Compiled
+def _annotator_locked(*, annotator: int) -> QuerySet[User]:
+    return get_user_model().objects.select_for_update(no_key=True).filter(pk=annotator).only("pk")
 
 
 @dataclass(frozen=True)
@@ -173,17 +186,24 @@ class _Served:
     campaign: Campaign
     open_id: int | None
     leases_expired: bool
-    quota_used: int
+    rated: int
     qualification: int  # selectors.qualification: QUALIFIED, DUE or FAILED
 
 
 def _campaigns_served(annotator: User, now: datetime) -> list[_Served]:
     """The campaigns served to `annotator` (selectors.rating.campaigns_servable), each read with what the claim
     needs, in this one query: ``open_id``, the annotator's oldest open lease in any of them (the same on every
-    row); ``leases_expired``, whether any lease anywhere waits to be handed back; ``quota_used``, the annotator's
-    completed and live leased assignments in the campaign (counted only where the campaign has a quota);
-    ``qualification``, where the annotator stands in its qualification (read only where it asks for one). An
-    open lease counts only in a campaign whose qualification (if any) the annotator passed."""
+    row); ``leases_expired``, whether any lease anywhere waits to be handed back; ``rated``, the annotator's rated
+    pairs in the campaign (models.Participation: one row read, however long their history); ``qualification``,
+    where the annotator stands in its qualification (read only where it asks for one). An open lease counts only
+    in a campaign whose qualification (if any) the annotator passed."""
+    rows: list[Any] = _served_campaigns.fetch(annotator=annotator.pk, now=now)  # with the annotations below
+    return [_Served(row, row.open_id, row.leases_expired, row.rated, row.qualification) for row in rows]
+
+
+@Compiled
+def _served_campaigns(*, annotator: int, now: datetime) -> QuerySet[Campaign]:
+    """The query of ``_campaigns_served``, compiled once (evaluator/compiled.py): the hottest query of the app."""
     servable = campaigns_servable(annotator=annotator)
     open_leases = Assignment.objects.filter(
         annotator=annotator,
@@ -193,16 +213,13 @@ def _campaigns_served(annotator: User, now: datetime) -> list[_Served]:
         comparison__campaign__in=servable.filter(campaign_qualified(annotator=annotator)).values("pk"),
     ).order_by("created_at")
     expired = Assignment.objects.filter(completed_at__isnull=True, released=False, lease_expires_at__lte=now)
-    used = Assignment.objects.filter(annotator=annotator, comparison__campaign=OuterRef("pk")).filter(_live(now))
     # The current guidelines' version rides along (a join): the pair page shows its number.
-    rows = servable.select_related("guidelines_version").annotate(
+    return servable.select_related("guidelines_version").annotate(
         open_id=Subquery(open_leases.values("pk")[:1]),
         leases_expired=Exists(expired),
-        # In a CASE, PostgreSQL counts only for the campaigns with a quota.
-        quota_used=Case(When(quota_per_annotator__isnull=False, then=_count(used)), default=Value(0)),
+        rated=_rated(annotator, OuterRef("pk")),
         qualification=qualification_standing(annotator=annotator),
     )
-    return [_Served(row, row.open_id, row.leases_expired, row.quota_used, row.qualification) for row in rows]
 
 
 def _live(now: datetime) -> Q:
@@ -234,11 +251,11 @@ def _assignment_shown(assignment_id: int) -> Assignment:
     return assignment
 
 
-def _rated(annotator: int | OuterRef, campaign: int | OuterRef) -> Subquery:
-    """How many pairs the annotator has rated in the campaign (ids or OuterRefs), as a scalar subquery."""
-    return _count(
-        Assignment.objects.filter(annotator=annotator, comparison__campaign=campaign, completed_at__isnull=False)
-    )
+def _rated(annotator: int | OuterRef, campaign: int | OuterRef) -> Coalesce:
+    """How many pairs the annotator has rated in the campaign (ids or OuterRefs), as a scalar subquery: their
+    Participation row (by its unique index), 0 when they have none yet."""
+    participation = Participation.objects.filter(annotator=annotator, campaign=campaign).values("rated")[:1]
+    return Coalesce(Subquery(participation), Value(0))
 
 
 def _not_served(campaign: Campaign) -> str:
@@ -284,36 +301,72 @@ def _claim_from_pool(
     A campaign's selection judge ranks first, under active selection, the pairs it split or the humans contradict;
     a judge-screened campaign draws its non-gold candidates only from the pairs its judge found close (both read
     from the candidate rows: evaluator/services/judge_selection.py)."""
+    shape = {
+        "gold": gold,
+        "selection": campaign.selection,
+        "judged": campaign.selection_judge_id is not None,
+        "screened": campaign.judge_screening,
+        "size": settings.PREFLOOP_CLAIM_CANDIDATES,
+    }
+    values = {"campaign": campaign.pk, "annotator": annotator.pk, "overlap": campaign.overlap}
+    start = random.random()  # noqa: S311 - a shuffle, not a secret
+    passed: tuple[int, ...] = ()  # locked but not claimable: full once re-counted, or two identical answers
+    while True:
+        found = _candidate_locked.fetch(shape={**shape, "passed": passed}, start=start, **values)
+        if not found:
+            return None, _pool(**values, gold=gold, screened=campaign.judge_screening, passed=passed).exists()
+        assignment = _claim(found[0], campaign, annotator, now)
+        if assignment is not None:
+            return assignment, False
+        passed = (*passed, found[0].pk)
+
+
+def _pool(
+    *, campaign: int, annotator: int, overlap: int, gold: bool, screened: bool, passed: tuple[int, ...]
+) -> QuerySet[Comparison]:
+    """The campaign's comparisons of one pool (gold or not) with room that the annotator has not had."""
     pool = Comparison.objects.filter(
-        campaign=campaign, gold_outcome__isnull=not gold, claimable=True, live_assignments__lt=campaign.overlap
+        campaign=campaign, gold_outcome__isnull=not gold, claimable=True, live_assignments__lt=overlap
     ).exclude(pk__in=Assignment.objects.filter(annotator=annotator).values("comparison_id"))
-    if campaign.judge_screening and not gold:  # only the pairs its judge found close (the screened claim index)
+    if screened and not gold:  # only the pairs its judge found close (the screened claim index)
         pool = pool.filter(judge_outcome__in=JUDGE_CLOSE)
+    return pool.exclude(pk__in=passed) if passed else pool
+
+
+@Compiled
+def _candidate_locked(
+    *,
+    campaign: int,
+    annotator: int,
+    overlap: int,
+    start: float,
+    gold: bool,
+    selection: str,
+    judged: bool,
+    screened: bool,
+    size: int,
+    passed: tuple[int, ...],
+) -> QuerySet[Comparison]:
+    """The claim's one query (compiled once per shape: evaluator/compiled.py): the best unlocked candidate of the
+    batch, locked, with its prompt and both answers."""
+    pool = _pool(campaign=campaign, annotator=annotator, overlap=overlap, gold=gold, screened=screened, passed=passed)
+    after = pool.filter(rank_key__gte=start).order_by("rank_key").values("pk")[:size]
+    before = pool.filter(rank_key__lt=start).order_by("rank_key").values("pk")[:size]
+    active = selection == Selection.ACTIVE
     order: tuple[str | OrderBy, ...] = (
-        ("judgement_count", "vote_margin", "rank_key")
-        if campaign.selection == Selection.ACTIVE
-        else ("live_assignments", "rank_key")
+        ("judgement_count", "vote_margin", "rank_key") if active else ("live_assignments", "rank_key")
     )
-    if campaign.selection == Selection.ACTIVE and campaign.selection_judge_id is not None:
+    if active and judged:
         # The pairs the judge split, could not read, or the humans so far contradict come first: read from the
         # candidate rows themselves, so the claim stays one query (evaluator/services/judge_selection.py).
         order = (judge_priority().desc(), *order)
-    start = random.random()  # noqa: S311 - a shuffle, not a secret
-    size = settings.PREFLOOP_CLAIM_CANDIDATES
-    passed: list[int] = []  # locked but not claimable: full once re-counted, or two identical answers
-    while True:
-        open_pool = pool.exclude(pk__in=passed)
-        after = open_pool.filter(rank_key__gte=start).order_by("rank_key").values("pk")[:size]
-        before = open_pool.filter(rank_key__lt=start).order_by("rank_key").values("pk")[:size]
-        batch = Comparison.objects.filter(_either(after, before)).order_by(*order)
-        # The annotator's rated pairs in the campaign ride along for the pair page (an InitPlan, counted once).
-        comparison = _lock_first(batch.annotate(rated=_rated(annotator.pk, campaign.pk)))
-        if comparison is None:
-            return None, open_pool.exists()
-        assignment = _claim(comparison, campaign, annotator, now)
-        if assignment is not None:
-            return assignment, False
-        passed.append(comparison.pk)
+    return (
+        Comparison.objects.filter(_either(after, before))
+        .order_by(*order)
+        # The first candidate no other claim holds; one another claim holds is skipped, not waited on.
+        .select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .select_related("prompt", "candidate_a", "candidate_b")[:1]
+    )
 
 
 def _either(first: QuerySet[Comparison, Any], second: QuerySet[Comparison, Any]) -> Q:
@@ -325,15 +378,6 @@ def _either(first: QuerySet[Comparison, Any], second: QuerySet[Comparison, Any])
     return Q(pk__in=first) | Q(pk__in=second)
 
 
-def _lock_first(candidates: QuerySet[Comparison]) -> Comparison | None:
-    """The first of `candidates` no other transaction holds, locked, with its prompt and both answers."""
-    return (
-        candidates.select_for_update(skip_locked=True, no_key=True, of=("self",))
-        .select_related("prompt", "candidate_a", "candidate_b")
-        .first()
-    )
-
-
 def _claim(comparison: Comparison, campaign: Campaign, annotator: User, now: datetime) -> Assignment | None:
     """A lease on a locked comparison when it still has room; None when full or its two answers read the same."""
     # A pair of identical answers (one paired before they were left out, or imported) is passed over.
@@ -341,14 +385,9 @@ def _claim(comparison: Comparison, campaign: Campaign, annotator: User, now: dat
         return None
     # The cap, re-counted from the assignment rows by the statement that takes the slot: under the row lock, this
     # statement sees every commit of the transactions that held it. The counter is set from the same count.
-    live = _count(Assignment.objects.filter(comparison_id=comparison.pk).filter(_live(now)))
-    taken = (
-        Comparison.objects.filter(pk=comparison.pk)
-        .filter(LessThan(live, campaign.overlap))
-        .update(live_assignments=live + 1, claimable=LessThan(live + 1, campaign.overlap))
-    )
-    if not taken:  # a stale counter, put right
-        Comparison.objects.filter(pk=comparison.pk).update(live_assignments=live, claimable=False)
+    if not _slot_taken.run(comparison=comparison.pk, now=now, overlap=campaign.overlap):  # a stale counter
+        live = _count(Assignment.objects.filter(comparison_id=comparison.pk).filter(_live(now)))
+        Comparison.objects.filter(pk=comparison.pk).update(live_assignments=live, claimable=False)  # put right
         return None
     assignment = Assignment.objects.create(
         comparison=comparison,
@@ -358,8 +397,15 @@ def _claim(comparison: Comparison, campaign: Campaign, annotator: User, now: dat
     )
     comparison.live_assignments += 1  # as read under the lock; exact unless rows were written around the engine
     comparison.campaign = campaign
-    assignment.rated_in_campaign = comparison.rated  # type: ignore[attr-defined] # annotated by the claim's query
     return assignment
+
+
+@CompiledUpdate
+def _slot_taken(*, comparison: int, now: datetime, overlap: int) -> tuple[QuerySet[Comparison], dict[str, Any]]:
+    """One slot of a comparison taken, in one UPDATE, if the live assignments re-counted by it leave room."""
+    live = _count(Assignment.objects.filter(comparison_id=comparison).filter(_live(now)))
+    changes = {"live_assignments": live + 1, "claimable": LessThan(live + 1, overlap)}
+    return Comparison.objects.filter(pk=comparison).filter(LessThan(live, overlap)), changes
 
 
 def left_is_a_draw() -> bool:
@@ -424,11 +470,12 @@ def judgement_submit(
     copy of the token's assignment with ``comparison__campaign`` (the rating view has read it for its form): it
     saves a read; it is trusted only for what never changes (annotator, comparison, side placement, start).
 
-    The usual submission (an open lease, an active campaign) is four statements: a conditional UPDATE completes
+    The usual submission (an open lease, an active campaign) is five statements: a conditional UPDATE completes
     the assignment, and with it takes its row lock, only while the lease is open and the campaign active with
     the annotator assigned (checked by that statement, so a pause or unassignment that committed before it
-    refuses it); the judgement and its choices are inserted; one UPDATE adds to the comparison's counters. Every
-    other case (a repeat, a skip, an expired lease, a refusal) goes through ``_submit_checked``, under the lock.
+    refuses it); the judgement and its choices are inserted; one UPDATE adds to the comparison's counters, and
+    one upsert to the annotator's rated pairs in the campaign. Every other case (a repeat, a skip, an expired
+    lease, a refusal) goes through ``_submit_checked``, under the lock.
     """
     now = now or timezone.now()
     if assignment is None or str(assignment.token) != str(token):
@@ -439,27 +486,33 @@ def judgement_submit(
     valid = _choices_problem(choices, campaign.criterion_slugs, allow_both_bad=campaign.allow_both_bad) is None
     with transaction.atomic():
         completed = valid and (
-            Assignment.objects.filter(
-                pk=assignment.pk,
-                completed_at__isnull=True,
-                skipped_at__isnull=True,
-                released=False,
-                lease_expires_at__gt=now,
-            )
-            .filter(campaign_served(campaign_id=campaign.pk, annotator=annotator))
-            .update(completed_at=now)
+            _assignment_completed.run(assignment=assignment.pk, now=now, campaign=campaign.pk, annotator=annotator.pk)
         )
         if completed:
             judgement = _judgement_store(assignment, choices, rationale, now)
             _counters_add(assignment.comparison_id, choices["overall"], left_is_a=assignment.left_is_a)
+            participation_rated_add(campaign_id=campaign.pk, annotator_id=annotator.pk)
         else:
             existing = _submit_checked(token, annotator, campaign, choices, now)
             if existing is not None:
                 return existing
             judgement = _judgement_store(assignment, choices, rationale, now)
             _comparison_refresh(assignment.comparison_id, now)
+            participation_rated_add(campaign_id=campaign.pk, annotator_id=annotator.pk)
     campaign_judgement_counted(campaign=campaign)
     return judgement
+
+
+@CompiledUpdate
+def _assignment_completed(
+    *, assignment: int, now: datetime, campaign: int, annotator: int
+) -> tuple[QuerySet[Assignment], dict[str, Any]]:
+    """The submission's conditional UPDATE: the assignment completed if its lease is open and the campaign serves
+    the annotator, as the statement runs."""
+    open_lease = Assignment.objects.filter(
+        pk=assignment, completed_at__isnull=True, skipped_at__isnull=True, released=False, lease_expires_at__gt=now
+    )
+    return open_lease.filter(campaign_served(campaign_id=campaign, annotator=annotator)), {"completed_at": now}
 
 
 def _submit_checked(
@@ -516,14 +569,18 @@ def _counters_add(comparison_id: int, overall: str, *, left_is_a: bool) -> None:
     Added to the stored values (F expressions), not re-counted: the row lock this UPDATE takes orders it after
     any other writer of the row, whose committed values it then adds to. The completed assignment was already
     live (its lease was open), so ``live_assignments`` stays as it is."""
-    outcome = side_to_outcome(overall, left_is_a=left_is_a)
+    _counters_added.run(shape={"outcome": side_to_outcome(overall, left_is_a=left_is_a)}, comparison=comparison_id)
+
+
+@CompiledUpdate
+def _counters_added(*, comparison: int, outcome: Outcome) -> tuple[QuerySet[Comparison], dict[str, Combinable]]:
     changes: dict[str, Combinable] = {"judgement_count": F("judgement_count") + 1}
     if outcome != Outcome.TIE:  # a decisive vote: its side's count and the margin change
         winner = "votes_a" if outcome == Outcome.A else "votes_b"
         changes[winner] = F(winner) + 1
         votes = {"votes_a": F("votes_a"), "votes_b": F("votes_b"), winner: changes[winner]}
         changes["vote_margin"] = _margin_of(votes["votes_a"], votes["votes_b"])
-    Comparison.objects.filter(pk=comparison_id).update(**changes)
+    return Comparison.objects.filter(pk=comparison), changes
 
 
 def _margin_of(votes_a: Combinable, votes_b: Combinable) -> Combinable:

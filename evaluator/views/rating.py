@@ -2,7 +2,7 @@
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -21,7 +21,7 @@ from evaluator.selectors.campaigns import (
     annotator_progress,
     pair_passages,
 )
-from evaluator.selectors.rating import campaign_is_servable
+from evaluator.selectors.rating import assignment_with_pair, campaign_is_servable
 from evaluator.services.rating import answer_flag, assignment_next, assignment_skip, judgement_submit
 from evaluator.views.qualification import qualification_render
 
@@ -154,15 +154,9 @@ def _render_assignment(
 
 def _assignment_of(request: AuthenticatedHttpRequest, token: str) -> Assignment:
     """The request user's assignment with everything the pair page shows; 404 unknown, 403 someone else's."""
-    assignment = get_object_or_404(
-        Assignment.objects.select_related(
-            "comparison__campaign__guidelines_version",
-            "comparison__prompt",
-            "comparison__candidate_a",
-            "comparison__candidate_b",
-        ),
-        token=token,
-    )
+    assignment = assignment_with_pair(token=token)
+    if assignment is None:
+        raise Http404("No such pair.")
     if assignment.annotator_id != request.user.pk:
         raise PermissionDenied
     return assignment

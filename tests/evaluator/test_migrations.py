@@ -7,6 +7,9 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.state import StateApps
+from django.utils import timezone
+
+from tests import factories
 
 BEFORE_LIFECYCLE = [("evaluator", "0011_demo_preparation")]
 LIFECYCLE = [("evaluator", "0012_campaign_lifecycle_and_members")]
@@ -43,3 +46,27 @@ def test_campaigns_from_before_the_lifecycle_stay_served_to_the_annotator_group(
     fresh = new.get_model("evaluator", "Campaign").objects.create(name="New study")
     assert fresh.state == "draft"
     assert not new.get_model("evaluator", "CampaignMember").objects.filter(campaign_id=fresh.pk).exists()
+
+
+BEFORE_PARTICIPATION = [("evaluator", "0022_judge_screening")]
+PARTICIPATION = [("evaluator", "0023_participation")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_participations_are_filled_from_each_annotators_completed_assignments(migrated_back: None) -> None:
+    first, second = factories.campaign(name="First"), factories.campaign(name="Second")
+    ann, bea = factories.user("ann", "annotator"), factories.user("bea", "annotator")
+    pairs = {campaign.pk: [factories.comparison(campaign) for _ in range(3)] for campaign in (first, second)}
+    for pair in pairs[first.pk]:
+        factories.judgement(pair, ann)
+    factories.judgement(pairs[first.pk][0], bea)
+    factories.judgement(pairs[second.pk][0], bea)
+    # An open lease and a skipped pair are not rated pairs.
+    factories.assignment(pairs[second.pk][1], bea)
+    factories.assignment(pairs[second.pk][2], ann, skipped_at=timezone.now(), skip_reason="off topic", released=True)
+    _migrate(BEFORE_PARTICIPATION)
+
+    new = _migrate(PARTICIPATION)
+
+    rows = new.get_model("evaluator", "Participation").objects.values_list("annotator_id", "campaign_id", "rated")
+    assert sorted(rows) == sorted([(ann.pk, first.pk, 3), (bea.pk, first.pk, 1), (bea.pk, second.pk, 1)])

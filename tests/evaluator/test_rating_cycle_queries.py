@@ -16,10 +16,11 @@ from tests import factories
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 # One rating cycle (an HTMX submission: store the judgement, claim the next pair, render it), in statements sent to
-# the database: the session user and their roles (2); the assignment the form is checked against (1); the
-# submission: complete the assignment, insert the judgement and its choices, add to the comparison's counters (4);
-# the claim: lock the annotator, read the served campaigns with their open lease, lock and read the best candidate
-# with the annotator's rated pairs, take its slot, insert the lease (5). Besides them, the submission and the
+# the database: the session user with their roles (1: evaluator.roles.RolesBackend); the assignment the form is
+# checked against (1); the submission: complete the assignment, insert the judgement and its choices, add to the
+# comparison's counters and to the annotator's rated pairs (5); the claim: lock the annotator, read the served
+# campaigns with their open lease and the annotator's rated pairs, lock and read the best candidate, take its slot,
+# insert the lease (5). Besides them, the submission and the
 # claim are one transaction each (BEGIN and COMMIT: 4 more round trips). Raise these only knowingly: every one of
 # them runs for every judgement of every annotator.
 QUERIES_PER_CYCLE = 12

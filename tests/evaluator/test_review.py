@@ -145,9 +145,9 @@ def test_the_review_page_lists_items_in_a_fixed_number_of_queries(
     for _ in range(5):
         task = factories.assignment(factories.comparison(campaign), annotator)
         answer_flag(token=str(task.token), annotator=annotator, side="right", reason="identity")
-    # Session, user, roles, two open counts, the page's count and keys, its flags and skips, the campaigns of
-    # the filter and of the adjudication list.
-    with django_assert_num_queries(11):
+    # Session, the user with their roles, two open counts, the page's count and keys, its flags and skips, the
+    # campaigns of the filter and of the adjudication list.
+    with django_assert_num_queries(10):
         response = client.get("/review/", {"state": "all"})
     assert response.status_code == 200
     page = response.content.decode()
