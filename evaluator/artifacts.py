@@ -124,6 +124,23 @@ def artifact_publish(path: Path | str) -> str:
     return relative
 
 
+def artifact_unpublish(stored: str) -> None:
+    """Delete a published artifact from the store (this machine's copy stays): a checkpoint that a newer one
+    replaced, or one of a finished job. The manifest goes first, so that from then on nobody fetches a part of
+    it; then its files. Nothing to do without a store, or for a name that is no artifact."""
+    store = artifact_store()
+    if store is None or not is_artifact(stored):
+        return
+    with _reaching(store):
+        client = _client(store)
+        client.delete_object(Bucket=store.bucket, Key=store.manifest_key(stored))
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=store.key(stored) + "/")
+        for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:  # at most 1,000 a page, as many as one delete_objects takes
+                client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys, "Quiet": True})
+
+
 def artifact_fetch(stored: str) -> Path:
     """The local path of a stored artifact, downloaded into this machine's artifacts folder first when a store is
     configured and this machine has no copy, or an older one (an index rebuilt since); a path that is no artifact,

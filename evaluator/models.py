@@ -323,6 +323,10 @@ class TrainingJob(Job):
     # The current attempt's start and the step it resumed from: the ETA runs at this attempt's pace.
     attempt_started_at = models.DateTimeField(null=True, blank=True)
     attempt_start_step = models.PositiveIntegerField(default=0)
+    # The newest lines of the job's log (its last LOG_TAIL_CHARS characters), written by the run that holds the
+    # job as it logs them: the job page shows them from any machine, not only the worker's (which keeps the whole
+    # log in the job's folder).
+    log_tail = models.TextField(blank=True, default="")
 
     class Meta(Job.Meta):
         ordering = ["-created_at"]

@@ -37,6 +37,8 @@ QUANT_TYPES = ("nf4", "fp4")
 # Optimizers known to work with a 4-bit base here; the paged ones ride out memory spikes on a GPU.
 OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit", "adamw_torch", "sgd")
 CHECKPOINT_PREFIX = "checkpoint-"
+# The folder of a job's output_dir that holds its checkpoint-<step> folders.
+CHECKPOINTS_FOLDER = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
 
 LogCallback = Callable[[dict[str, Any]], None]
@@ -160,7 +162,7 @@ class TrainingJobConfig:
     @property
     def checkpoint_dir(self) -> Path:
         """Where the run's checkpoint-<step> folders go."""
-        return Path(self.output_dir) / "checkpoints"
+        return Path(self.output_dir) / CHECKPOINTS_FOLDER
 
 
 @dataclass
@@ -414,8 +416,8 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     skipped.
     """
     output_dir = Path(output_dir)
-    if (output_dir / "checkpoints").is_dir():
-        output_dir = output_dir / "checkpoints"
+    if (output_dir / CHECKPOINTS_FOLDER).is_dir():
+        output_dir = output_dir / CHECKPOINTS_FOLDER
     complete = [path for path in _checkpoint_folders(output_dir) if _is_complete(path)]
     return max(complete, key=checkpoint_step, default=None)
 

@@ -26,6 +26,8 @@ DPO_SERIES = {
     "rewards/accuracies": "reward accuracy",
 }
 LOG_TAIL_LINES = 60
+# How much of a job's log its row keeps (models.TrainingJob.log_tail), in characters.
+LOG_TAIL_CHARS = 16_000
 
 
 def training_job_workdir(*, job: TrainingJob) -> Path:
@@ -45,7 +47,7 @@ def training_job_live(*, job: TrainingJob, now: datetime | None = None) -> dict[
         "eta_seconds": _eta_seconds(job, now),
         "series": {label: points for label, points in series.items() if points},
         "recent": [log for log in logs if "loss" in log][-12:],
-        "log_tail": _tail(training_job_workdir(job=job) / "job.log", LOG_TAIL_LINES),
+        "log_tail": _log_tail(job),
         "running": job.status in (JobStatus.QUEUED, JobStatus.RUNNING),
     }
 
@@ -126,6 +128,17 @@ def _eta_seconds(job: TrainingJob, now: datetime) -> int | None:
         return None
     pace = (now - started_at).total_seconds() / done
     return max(0, round(pace * (job.progress_total - job.progress_step)))
+
+
+def _log_tail(job: TrainingJob) -> str:
+    """The newest lines of the job's log: from its row (written by whichever machine runs it), else, for a job
+    logged before rows kept them, from its log file on this machine."""
+    if not job.log_tail:
+        return _tail(training_job_workdir(job=job) / "job.log", LOG_TAIL_LINES)
+    lines = job.log_tail.splitlines()
+    if len(job.log_tail) >= LOG_TAIL_CHARS:
+        lines = lines[1:]  # the oldest line kept may be cut short
+    return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -11,6 +11,7 @@ job backs that up).
 import logging
 import platform
 import random
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, TextField, Value
+from django.db.models.functions import Concat, Right
 from django.utils import timezone
 
 from evaluator.artifacts import (
     ArtifactUnavailable,
     artifact_fetch,
     artifact_publish,
+    artifact_unpublish,
     is_artifact,
     model_source,
 )
@@ -42,7 +45,7 @@ from evaluator.models import (
     TrainingJob,
 )
 from evaluator.selectors.dpo_dataset import SelectionRules, preference_outcomes_select, preference_records_select
-from evaluator.selectors.training import held_out_prompt_count, training_job_workdir
+from evaluator.selectors.training import LOG_TAIL_CHARS, held_out_prompt_count, training_job_workdir
 from evaluator.services.generation import generation_job_queue
 from evaluator.services.jobs import (
     DEFAULT_MAX_ATTEMPTS,
@@ -350,7 +353,7 @@ def training_job_run(*, job_id: int) -> None:
         return
     workdir = training_job_workdir(job=job)
     workdir.mkdir(parents=True, exist_ok=True)
-    with job_log(workdir / "job.log") as log:
+    with job_log(workdir / "job.log", job.pk) as log:
         log.info("attempt %d of %d on %s", job.attempts, job.max_attempts, job.worker)
         try:
             _train(job, workdir, log)
@@ -419,13 +422,15 @@ def _train(job: TrainingJob, workdir: Path, log: logging.Logger) -> None:
     # Published before the job is marked succeeded: whoever sees the variant can fetch its adapter.
     adapter = artifact_publish(result.adapter_dir)
     log.info("adapter stored as %s", adapter)
-    training_job_succeed(
+    variant = training_job_succeed(
         job_id=job.pk,
         adapter_dir=adapter,
         base_model=base_model,
         lineage=_lineage(config_dict, fingerprint, job),
         log=log,
     )
+    if variant is not None:
+        _checkpoints_drop(job.pk, workdir, log)
 
 
 def _training_config(method: str, data: Mapping[str, Any]) -> "TrainingJobConfig":
@@ -448,7 +453,34 @@ def _beat(job_id: int) -> bool:
 
 def _checkpoint_record(job_id: int, log: logging.Logger, path: Path, step: int) -> None:
     log.info("checkpoint at step %d", step)
-    training_job_checkpoint(job_id=job_id, path=artifact_publish(path), step=step)
+    replaced = _last_checkpoint(job_id)
+    stored = artifact_publish(path)
+    training_job_checkpoint(job_id=job_id, path=stored, step=step)
+    if replaced != stored:  # only the newest checkpoint is ever resumed from
+        _unpublish(replaced, log)
+
+
+def _checkpoints_drop(job_id: int, workdir: Path, log: logging.Logger) -> None:
+    """A succeeded job is never resumed: its checkpoints leave the store and this machine (its adapter is what it
+    made). A cancelled or failed job keeps them, to be resumed."""
+    from training.trainer_common import CHECKPOINTS_FOLDER
+
+    _unpublish(_last_checkpoint(job_id), log)
+    shutil.rmtree(workdir / CHECKPOINTS_FOLDER, ignore_errors=True)
+    log.info("checkpoints removed: the adapter is registered")
+
+
+def _last_checkpoint(job_id: int) -> str:
+    return TrainingJob.objects.filter(pk=job_id).values_list("last_checkpoint", flat=True).first() or ""
+
+
+def _unpublish(stored: str, log: logging.Logger) -> None:
+    """A checkpoint no longer needed, deleted from the artifact store; a store that fails is logged, not fatal
+    (the checkpoint only takes room)."""
+    try:
+        artifact_unpublish(stored)
+    except ArtifactUnavailable as error:
+        log.warning("could not delete %s from the artifact store: %s", stored, error)
 
 
 def _published_checkpoint(job: TrainingJob, workdir: Path, log: logging.Logger) -> Path | None:
@@ -511,18 +543,37 @@ def _training_base(parent: ModelVariant, log: logging.Logger) -> str:
 
 
 @contextmanager
-def job_log(path: Path) -> Iterator[logging.Logger]:
-    """A logger that appends to the job's log file (shown on the job page) for the length of the block."""
+def job_log(path: Path, job_id: int) -> Iterator[logging.Logger]:
+    """A logger for the length of the block that appends to the job's log file (the whole log, on the worker's
+    machine) and to the newest lines on the job's row (the job page shows them, from any machine)."""
     logger_ = logging.getLogger(f"prefloop.job.{path.parent.name}")
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger_.addHandler(handler)
+    handlers = [logging.FileHandler(path, encoding="utf-8"), _LogTail(job_id)]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger_.addHandler(handler)
     logger_.setLevel(logging.INFO)
     try:
         yield logger_
     finally:
-        logger_.removeHandler(handler)
-        handler.close()
+        for handler in handlers:
+            logger_.removeHandler(handler)
+            handler.close()
+
+
+class _LogTail(logging.Handler):
+    """Each record added to the job row's ``log_tail``, of which the last LOG_TAIL_CHARS characters are kept, in
+    one UPDATE by the run that holds the job (a run that lost it writes nothing there)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            added = Concat(F("log_tail"), Value(self.format(record) + "\n"), output_field=TextField())
+            job_progress(model=TrainingJob, job_id=self.job_id, log_tail=Right(added, LOG_TAIL_CHARS))
+        except Exception:  # a log line never fails the job: logging's own report on stderr
+            self.handleError(record)
 
 
 def _lineage(config: Mapping[str, Any], fingerprint: str, job: TrainingJob) -> dict[str, Any]:

@@ -23,9 +23,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluator.artifacts import ArtifactUnavailable, artifact_fetch, artifact_publish
+from evaluator.artifacts import ArtifactUnavailable, artifact_fetch, artifact_publish, artifact_unpublish
 from evaluator.models import Candidate, GenerationJob, JobStatus, ModelExport, ModelVariant, TrainingJob
-from evaluator.selectors.training import training_job_workdir
+from evaluator.selectors.training import training_job_live, training_job_workdir
 from evaluator.services.training_jobs import _published_checkpoint, training_job_checkpoint
 from tests import factories
 from tests.conftest import REPO, database_url, start_worker, wait_until, wait_until_ready
@@ -184,6 +184,21 @@ def test_a_published_folder_is_fetched_whole_into_another_machines_artifacts_fol
     # The store out of reach: the copy this machine holds serves as it is.
     settings.PREFLOOP_ARTIFACT_STORE_ENDPOINT = f"http://127.0.0.1:{free_ports(1)[0]}"
     assert (artifact_fetch(name) / "adapter_config.json").read_bytes() == b'{"r": 4}'
+
+
+def test_an_unpublished_artifact_leaves_the_store_and_this_machines_copy_stays(store, settings, tmp_path) -> None:
+    many = {f"part-{index:04d}.bin": bytes([index % 256]) for index in range(1_005)}  # more than a page of keys
+    written = a_folder(tmp_path / "a" / "training-jobs" / "9-x" / "checkpoints" / "checkpoint-2", many)
+    other = a_folder(tmp_path / "a" / "training-jobs" / "9-x" / "checkpoints" / "checkpoint-20", {"s.json": b"{}"})
+    name, other_name = artifact_publish(written), artifact_publish(other)
+
+    artifact_unpublish(name)
+
+    settings.ARTIFACTS_DIR = tmp_path / "b"
+    with pytest.raises(ArtifactUnavailable, match="checkpoint-2 is not in the artifact store"):
+        artifact_fetch(name)
+    assert (artifact_fetch(other_name) / "s.json").read_bytes() == b"{}"  # a name that merely starts alike stays
+    assert len(list(written.iterdir())) == 1_005
 
 
 def test_a_damaged_object_is_refused_and_nothing_is_left_in_the_cache(store, settings, tmp_path, s3_server) -> None:
@@ -375,4 +390,15 @@ def test_a_worker_on_one_machine_trains_and_a_worker_on_another_downloads_the_ad
         trained / "adapter_model.safetensors"
     ).read_bytes()
     assert sorted(p.name for p in downloaded.parent.iterdir()) == [".adapter.manifest.json", "adapter"]
-    assert "adapter stored as" in (dir_a / "training-jobs" / job.workdir_name / "job.log").read_text()
+    workdir = dir_a / "training-jobs" / job.workdir_name
+    assert "adapter stored as" in (workdir / "job.log").read_text()
+    # The job page, served from a third machine (this process: neither artifacts folder), shows the log's newest
+    # lines from the job's row.
+    assert settings.ARTIFACTS_DIR not in (dir_a, dir_b)
+    assert "adapter stored as" in training_job_live(job=job)["log_tail"]
+    # Succeeded, it is never resumed: no checkpoint is left in the store, nor on the machine that trained.
+    prefix = f"{shared['PREFLOOP_ARTIFACT_STORE'].removeprefix(f's3://{BUCKET}/')}/training-jobs/{job.workdir_name}/"
+    kept = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    assert [item["Key"] for item in kept if "checkpoint" in item["Key"]] == []
+    assert any(item["Key"].endswith("adapter/adapter_model.safetensors") for item in kept)
+    assert not (workdir / "checkpoints").exists()
