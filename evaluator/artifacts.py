@@ -245,8 +245,9 @@ def _manifest_body(store: ArtifactStore, stored: str) -> bytes:
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchBucket"):
             raise ArtifactUnavailable(
-                f"{stored} is not in the artifact store {store.url}: it was never published there (no manifest "
-                f"at {store.manifest_key(stored)}), and this machine has no copy in {settings.ARTIFACTS_DIR}"
+                f"{stored} is not in the artifact store {store.url}: it was never published there, or was deleted "
+                f"since (no manifest at {store.manifest_key(stored)}), and this machine has no copy in "
+                f"{settings.ARTIFACTS_DIR}"
             ) from None
         raise
     return body

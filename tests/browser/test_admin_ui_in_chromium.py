@@ -114,6 +114,11 @@ def test_the_training_job_page_charts_loss_and_dpo_metrics_apart_and_keeps_them_
         progress_step=8,
         progress_total=20,
         attempts=1,
+        # Written to the row by the worker's run (any machine): the page shows it without the worker's files.
+        log_tail="".join(
+            f"2026-12-03 10:0{step}:00,000 INFO {line}\n"
+            for step, line in enumerate(["attempt 1 of 3 on gpu-2:4117", "training 20 steps", "checkpoint at step 8"])
+        ),
     )
     errors = console_errors(page)
     log_in(page, live_server.url, "ada")
@@ -125,6 +130,7 @@ def test_the_training_job_page_charts_loss_and_dpo_metrics_apart_and_keeps_them_
     boxes = [chart.bounding_box() for chart in page.locator("#metric-charts svg").all()]
     assert len({round(box["y"]) for box in boxes}) < len(boxes)
     assert page.evaluate(OVERFLOWING_TABLES) == []
+    assert page.locator("pre.log").inner_text().endswith("INFO checkpoint at step 8")
     page.screenshot(path=str(artifacts_dir / "training-job-charts.png"), full_page=True)
 
     # A new step arrives; the poll redraws the charts with it.

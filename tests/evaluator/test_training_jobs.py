@@ -13,11 +13,12 @@ from django.utils import timezone
 from evaluator.errors import ServiceError
 from evaluator.models import GenerationJob, JobStatus, ModelVariant, TrainingJob
 from evaluator.selectors.campaigns import decisive_vote_count
-from evaluator.selectors.training import training_job_live
+from evaluator.selectors.training import LOG_TAIL_CHARS, LOG_TAIL_LINES, training_job_live
 from evaluator.services.jobs import JobHeld, jobs_reap, worker_identity
 from evaluator.services.training_jobs import (
     DEFAULT_MAX_ATTEMPTS,
     held_out_prompts_draw,
+    job_log,
     training_job_beat,
     training_job_cancel,
     training_job_cancelled,
@@ -292,3 +293,37 @@ def test_success_registers_one_variant_and_queues_its_round_on_the_held_out_prom
     round_job = GenerationJob.objects.get(training_job=job)
     assert set(round_job.variants.all()) == {parent, variant}
     assert list(round_job.prompts.all()) == [held_out] and round_job.total == 2
+
+
+def test_the_log_lines_of_the_run_holding_the_job_reach_its_row_and_the_page_shows_the_newest(
+    rated_campaign, tmp_path
+) -> None:
+    job = queued_job(*rated_campaign)
+    training_job_start(job_id=job.pk)
+
+    with job_log(tmp_path / "job.log", job.pk) as log:
+        for step in range(1, 2_001):
+            log.info("step %d of 2000", step)
+        try:
+            raise RuntimeError("out of memory")
+        except RuntimeError:
+            log.exception("the job failed")
+
+    job.refresh_from_db()
+    assert len(job.log_tail) == LOG_TAIL_CHARS  # the oldest lines dropped
+    shown = training_job_live(job=job)["log_tail"].splitlines()
+    assert shown[-1] == "RuntimeError: out of memory" and "ERROR the job failed" in "\n".join(shown)
+    assert "step 2000 of 2000" in "\n".join(shown) and len(shown) == LOG_TAIL_LINES
+    assert (tmp_path / "job.log").read_text().count("\n") > 2_000  # the file keeps it all
+
+
+def test_a_run_that_no_longer_holds_the_job_writes_no_log_line_to_its_row(rated_campaign, tmp_path) -> None:
+    job = queued_job(*rated_campaign)
+    training_job_start(job_id=job.pk)
+    training_job_cancelled(job_id=job.pk)
+
+    with job_log(tmp_path / "job.log", job.pk) as log:
+        log.info("a line of a run that lost the job")
+
+    assert TrainingJob.objects.get(pk=job.pk).log_tail == ""
+    assert "a line of a run that lost the job" in (tmp_path / "job.log").read_text()
