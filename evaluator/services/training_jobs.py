@@ -463,10 +463,12 @@ def _checkpoint_record(job_id: int, log: logging.Logger, path: Path, step: int) 
 def _checkpoints_drop(job_id: int, workdir: Path, log: logging.Logger) -> None:
     """A succeeded job is never resumed: its checkpoints leave the store and this machine (its adapter is what it
     made). A cancelled or failed job keeps them, to be resumed."""
-    from training.trainer_common import CHECKPOINTS_FOLDER
+    from training.trainer_common import CHECKPOINT_PREFIX, CHECKPOINTS_FOLDER
 
     _unpublish(_last_checkpoint(job_id), log)
-    shutil.rmtree(workdir / CHECKPOINTS_FOLDER, ignore_errors=True)
+    # Only the checkpoint folders: the TensorBoard log beside them stays.
+    for checkpoint in (workdir / CHECKPOINTS_FOLDER).glob(f"{CHECKPOINT_PREFIX}*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
     log.info("checkpoints removed: the adapter is registered")
 
 
