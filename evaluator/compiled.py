@@ -23,6 +23,7 @@ instances), with the annotations set as attributes.
 """
 
 import uuid
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
 
 M = TypeVar("M", bound=Model)
+R = TypeVar("R")
 Param = int | float | datetime | uuid.UUID
 Adapter = Callable[[Any], Any]
 SHAPES_KEPT = 64
@@ -84,13 +86,43 @@ class _Shapes:
                 self._kept.popitem(last=False)
 
 
-class _CompiledBase:
+class _CompiledBase(ABC):
+    """What a SELECT and an UPDATE share: the compiled shapes, compiling one, and running it."""
+
+    writes = False  # which database the router picks: for writing, or for reading
+
     def __init__(self, build: Callable[..., Any]) -> None:
         self._build = build
         self._shapes = _Shapes()
         self._model: type[Model] | None = None  # the statement's model, for the database router
         self.__doc__ = build.__doc__
         self.__name__ = getattr(build, "__name__", type(self).__name__)
+
+    @abstractmethod
+    def _queryset(self, built: Any) -> QuerySet[Any]:
+        """The queryset in what the builder returned."""
+
+    @abstractmethod
+    def _sql(
+        self, alias: str, shape: Mapping[str, Hashable], values: Mapping[str, Any]
+    ) -> tuple[str, tuple[Any, ...], SQLCompiler | None]:
+        """The builder's statement compiled for `alias`: its SQL, its parameters, and a SELECT's compiler."""
+
+    def _execute(
+        self, shape: Mapping[str, Hashable] | None, values: Mapping[str, Param], result: Callable[[Any], R]
+    ) -> tuple[R, _Statement, str]:
+        """The statement of this shape run with `values` (compiled first if new); `result` read from the cursor."""
+        shape = shape or {}
+        alias = self._alias(shape, values)
+        statement = self._statement(alias, shape, values)
+        with transaction.mark_for_rollback_on_error(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute(statement.sql, statement.params(values))
+            return result(cursor), statement, alias
+
+    def _alias(self, shape: Mapping[str, Hashable], values: Mapping[str, Param]) -> str:
+        if self._model is None:
+            self._model = self._queryset(self._build(**shape, **_stand_ins(values, 1))).model
+        return router.db_for_write(self._model) if self.writes else router.db_for_read(self._model)
 
     def _statement(self, alias: str, shape: Mapping[str, Hashable], values: Mapping[str, Param]) -> _Statement:
         connection = connections[alias]
@@ -123,14 +155,6 @@ class _CompiledBase:
         constants = tuple(None if slot is not None else param for slot, param in zip(slots, params, strict=True))
         return _Statement(sql, tuple(slots), constants, compiler)
 
-    def _alias(self, shape: Mapping[str, Hashable], values: Mapping[str, Param]) -> str:
-        raise NotImplementedError
-
-    def _sql(
-        self, alias: str, shape: Mapping[str, Hashable], values: Mapping[str, Any]
-    ) -> tuple[str, tuple[Any, ...], SQLCompiler | None]:
-        raise NotImplementedError
-
 
 class Compiled(_CompiledBase, Generic[M]):
     """A SELECT of model instances: `build(**shape, **values)` returns the queryset (sliced, locked, with
@@ -140,19 +164,12 @@ class Compiled(_CompiledBase, Generic[M]):
         super().__init__(build)
 
     def fetch(self, *, shape: Mapping[str, Hashable] | None = None, **values: Param) -> list[M]:
-        shape = shape or {}
-        alias = self._alias(shape, values)
-        statement = self._statement(alias, shape, values)
-        with transaction.mark_for_rollback_on_error(using=alias), connections[alias].cursor() as cursor:
-            cursor.execute(statement.sql, statement.params(values))
-            rows = cursor.fetchall()
+        rows, statement, alias = self._execute(shape, values, lambda cursor: cursor.fetchall())
         assert statement.compiler is not None
         return _instances(statement.compiler, rows, alias)
 
-    def _alias(self, shape: Mapping[str, Hashable], values: Mapping[str, Param]) -> str:
-        if self._model is None:
-            self._model = self._build(**shape, **_stand_ins(values, 1)).model
-        return router.db_for_read(self._model)
+    def _queryset(self, built: Any) -> QuerySet[Any]:
+        return built
 
     def _sql(
         self, alias: str, shape: Mapping[str, Hashable], values: Mapping[str, Any]
@@ -165,22 +182,17 @@ class Compiled(_CompiledBase, Generic[M]):
 class CompiledUpdate(_CompiledBase):
     """An UPDATE: `build(**shape, **values)` returns the queryset and the changes, as for ``queryset.update()``."""
 
+    writes = True
+
     def __init__(self, build: Callable[..., tuple[QuerySet[Any], Mapping[str, Any]]]) -> None:
         super().__init__(build)
 
     def run(self, *, shape: Mapping[str, Hashable] | None = None, **values: Param) -> int:
         """The number of rows updated."""
-        shape = shape or {}
-        alias = self._alias(shape, values)
-        statement = self._statement(alias, shape, values)
-        with transaction.mark_for_rollback_on_error(using=alias), connections[alias].cursor() as cursor:
-            cursor.execute(statement.sql, statement.params(values))
-            return cursor.rowcount
+        return self._execute(shape, values, lambda cursor: cursor.rowcount)[0]
 
-    def _alias(self, shape: Mapping[str, Hashable], values: Mapping[str, Param]) -> str:
-        if self._model is None:
-            self._model = self._build(**shape, **_stand_ins(values, 1))[0].model
-        return router.db_for_write(self._model)
+    def _queryset(self, built: Any) -> QuerySet[Any]:
+        return built[0]
 
     def _sql(
         self, alias: str, shape: Mapping[str, Hashable], values: Mapping[str, Any]
