@@ -326,10 +326,16 @@ def _claim_from_pool(
     values = {"campaign": campaign.pk, "annotator": annotator.pk, "overlap": campaign.overlap}
     start = random.random()  # noqa: S311 - a shuffle, not a secret
     passed: tuple[int, ...] = ()  # locked but not claimable: full once re-counted, or two identical answers
+    # First the batch alone, the annotator's own pairs probed in it; past them only when it held nothing else.
+    probe = True
     while True:
-        found = _candidate_locked.fetch(shape={**shape, "passed": passed}, start=start, **values)
+        found = _candidate_locked.fetch(shape={**shape, "passed": passed, "probe": probe}, start=start, **values)
+        if not found and probe:
+            probe = False
+            continue
         if not found:
-            return None, _pool(**values, gold=gold, screened=campaign.judge_screening, passed=passed).exists()
+            pool = _pool(**values, gold=gold, screened=campaign.judge_screening, passed=passed)
+            return None, pool.exists()
         assignment = _claim(found[0], campaign, annotator, now)
         if assignment is not None:
             return assignment, False
@@ -337,16 +343,16 @@ def _claim_from_pool(
 
 
 def _pool(
-    *, campaign: int, annotator: int, overlap: int, gold: bool, screened: bool, passed: tuple[int, ...]
+    *, campaign: int, annotator: int | None, overlap: int, gold: bool, screened: bool, passed: tuple[int, ...]
 ) -> QuerySet[Comparison]:
-    """The campaign's comparisons of one pool (gold or not) with room that the annotator has not had."""
-    # The annotator's own pairs are read once as a hashed list (NOT IN). It grows with their history, by about
-    # 0.2 ms per thousand pairs rated; the alternatives measured worse: NOT EXISTS and a probe per candidate
-    # were planned as a scan of the whole range.
-    own = Assignment.objects.filter(annotator=annotator).values("comparison_id")
+    """The campaign's comparisons of one pool (gold or not) with room; with `annotator`, those they have not had."""
     pool = Comparison.objects.filter(
         campaign=campaign, gold_outcome__isnull=not gold, claimable=True, live_assignments__lt=overlap
-    ).exclude(pk__in=own)
+    )
+    if annotator is not None:
+        # Read as a hashed list of the annotator's whole history (NOT IN): a cost that grows with it, paid only
+        # when a batch held none but their own pairs. NOT EXISTS here is planned as a scan of the whole range.
+        pool = pool.exclude(pk__in=Assignment.objects.filter(annotator=annotator).values("comparison_id"))
     if screened and not gold:  # only the pairs its judge found close (the screened claim index)
         pool = pool.filter(judge_outcome__in=JUDGE_CLOSE)
     return pool.exclude(pk__in=passed) if passed else pool
@@ -365,10 +371,21 @@ def _candidate_locked(
     screened: bool,
     size: int,
     passed: tuple[int, ...],
+    probe: bool,
 ) -> QuerySet[Comparison]:
     """The claim's one query (compiled once per shape: evaluator/compiled.py): the best unlocked candidate of the
-    batch, locked, with its prompt and both answers."""
-    pool = _pool(campaign=campaign, annotator=annotator, overlap=overlap, gold=gold, screened=screened, passed=passed)
+    batch, locked, with its prompt and both answers. With `probe`, the batch is taken from all the pairs with room
+    and the annotator's own are left out of it by a look-up of each of its rows in the index of (comparison,
+    annotator): a cost that stays the same however many pairs they rated. Without, the batch is taken from the
+    pairs they have not had."""
+    pool = _pool(
+        campaign=campaign,
+        annotator=None if probe else annotator,
+        overlap=overlap,
+        gold=gold,
+        screened=screened,
+        passed=passed,
+    )
     after = pool.filter(rank_key__gte=start).order_by("rank_key").values("pk")[:size]
     # The nearest below the point, not the lowest: the lowest ranks are where every annotator's earlier claims
     # were, and a scan from there would step over more of their own pairs the more they have rated.
@@ -381,9 +398,11 @@ def _candidate_locked(
         # The pairs the judge split, could not read, or the humans so far contradict come first: read from the
         # candidate rows themselves, so the claim stays one query (evaluator/services/judge_selection.py).
         order = (judge_priority().desc(), *order)
+    batch = Comparison.objects.filter(_either(after, before))
+    if probe:
+        batch = batch.exclude(Exists(Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)))
     return (
-        Comparison.objects.filter(_either(after, before))
-        .order_by(*order)
+        batch.order_by(*order)
         # The first candidate no other claim holds; one another claim holds is skipped, not waited on.
         .select_for_update(skip_locked=True, no_key=True, of=("self",))
         .select_related("prompt", "candidate_a", "candidate_b")[:1]
