@@ -25,7 +25,6 @@ from evaluator.models import (
     CampaignMember,
     CampaignState,
     Comparison,
-    Judgement,
     Participation,
 )
 from evaluator.selectors.qualification import campaign_qualified
@@ -185,8 +184,11 @@ def campaign_identical_pairs(*, campaign: Campaign) -> IdenticalPairs:
     key = f"prefloop:identical:{_keys(campaign)[0]}:{shape['count']}:{shape['newest']}"
     cached = cache.get(key)
     if cached is None:
-        identical = comparisons_with_identical_answers(campaign=campaign)
-        cached = (identical.count(), Judgement.objects.filter(comparison__in=identical).count())
+        # Both counts in one pass of the normalisation, which is what costs (a third of a second at 60,000 pairs).
+        found = comparisons_with_identical_answers(campaign=campaign).aggregate(
+            comparisons=Count("pk", distinct=True), judgements=Count("judgements")
+        )
+        cached = (found["comparisons"], found["judgements"])
         cache.set(key, cached, IDENTICAL_SECONDS)
     comparisons, judgements = cached
     return IdenticalPairs(comparisons, judgements, of_comparisons=shape["count"])

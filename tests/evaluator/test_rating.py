@@ -6,6 +6,7 @@ import pytest
 from django.contrib.admin import site
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import connection, transaction
 from django.urls import URLResolver, get_resolver, resolve, reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -38,7 +39,7 @@ from evaluator.models import (
     TrainingJob,
 )
 from evaluator.selectors.campaigns import annotator_gold_accuracy
-from evaluator.services.rating import assignment_next, judgement_submit, leases_release
+from evaluator.services.rating import _candidate_locked, assignment_next, judgement_submit, leases_release
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +101,67 @@ def test_a_comparison_is_handed_out_at_most_k_times_and_never_twice_to_one_annot
     assert assignment_next(annotator=others[0]) is not None
     assert assignment_next(annotator=others[1]) is None  # k = 2 reached
     assert Assignment.objects.count() == 2
+
+
+def test_the_pair_left_is_found_when_the_candidate_batch_holds_only_the_annotators_own(annotator, settings) -> None:
+    # One candidate each side of the random point: once most pairs are the annotator's own, the batch holds
+    # only those, and the claim must look past them (every pair keeps room: k = 3).
+    settings.PREFLOOP_CLAIM_CANDIDATES = 1
+    campaign = factories.campaign(overlap=3)
+    pairs = {factories.comparison(campaign).pk for _ in range(12)}
+
+    served = []
+    for _ in pairs:
+        assignment = assignment_next(annotator=annotator)
+        served.append(assignment.comparison_id)
+        judgement_submit(token=str(assignment.token), annotator=annotator, choices=all_sides(campaign, "tie"))
+
+    assert sorted(served) == sorted(pairs)
+    assert assignment_next(annotator=annotator) is None
+
+
+def test_the_claim_checks_its_candidates_against_the_annotators_pairs_one_by_one(annotator) -> None:
+    # The annotator's own pairs are left out of the batch by an index look-up of each candidate's assignments,
+    # not by reading the annotator's whole history (a cost that grew with it).
+    campaign = factories.campaign(overlap=3)
+    question = factories.prompt(campaign)
+    first, second = factories.variant(), factories.variant()
+    answers = Candidate.objects.bulk_create(
+        Candidate(
+            prompt=question,
+            variant=variant,
+            sample_index=i,
+            text=f"Answer {i} of {variant.name}",
+            seed=i,
+            prompt_tokens=5,
+            completion_tokens=7,
+            latency_ms=12,
+        )
+        for variant in (first, second)
+        for i in range(2000)
+    )
+    comparisons = Comparison.objects.bulk_create(
+        Comparison(campaign=campaign, prompt=question, candidate_a=a, candidate_b=b, variant_a=first, variant_b=second)
+        for a, b in zip(answers[:2000], answers[2000:], strict=True)
+    )
+    now = timezone.now()
+    Assignment.objects.bulk_create(  # a long history: 1,500 pairs rated
+        Assignment(comparison=comparison, annotator=annotator, left_is_a=True, lease_expires_at=now, completed_at=now)
+        for comparison in comparisons[:1500]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE evaluator_assignment, evaluator_comparison")
+    shape = {"gold": False, "selection": campaign.selection, "judged": False, "screened": False, "size": 16}
+    values = {"campaign": campaign.pk, "annotator": annotator.pk, "overlap": 3, "start": 0.5, "passed": ()}
+
+    with transaction.atomic():
+        probed = _candidate_locked._build(**shape, **values, probe=True).explain()
+        whole = _candidate_locked._build(**shape, **values, probe=False).explain()
+
+    # Each candidate looked up by its own id (an anti join on comparison_id), no list of the annotator's pairs.
+    assert "Nested Loop Anti Join" in probed and "comparison_id = evaluator_comparison.id" in probed, probed
+    assert "SubPlan" not in probed, probed
+    assert "hashed SubPlan" in whole, whole  # the fallback reads the history as a hashed list
 
 
 def test_an_expired_lease_returns_the_comparison_to_the_pool_and_cannot_push_it_past_k(annotator) -> None:
