@@ -12,7 +12,9 @@ reads and writes local folders.
 
 Atomic and checked: the contents go up first and a manifest (every file's size and SHA-256) last, so an artifact
 without its manifest was never published; a download lands in a temporary folder beside its place, is checked
-against the manifest and only then renamed into place, so a cache holds whole artifacts or none.
+against the manifest and only then renamed into place, so a cache holds whole artifacts or none. With
+PREFLOOP_ARTIFACT_CACHE_GB the copies are kept within that size, least recently used out first
+(`artifact_cache_trim`).
 
 Run by hand: `python manage.py shell -c "from evaluator.artifacts import artifact_fetch; artifact_fetch('…')"`.
 """
@@ -20,10 +22,12 @@ Run by hand: `python manage.py shell -c "from evaluator.artifacts import artifac
 import hashlib
 import json
 import logging
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 # The top-level folders of the artifacts folder that jobs write: a relative path under one of them is an artifact.
 ARTIFACT_AREAS = frozenset({"training-jobs", "collections", "merged", "exports", "qa-uploads"})
 MANIFESTS = ".manifests"
+SIDECAR_SUFFIX = ".manifest.json"
 HASH_CHUNK = 1 << 20
 
 
@@ -121,6 +126,7 @@ def artifact_publish(path: Path | str) -> str:
             Bucket=store.bucket, Key=store.manifest_key(relative), Body=body, ContentType="application/json"
         )
     _sidecar(path).write_bytes(body)
+    artifact_cache_trim()
     return relative
 
 
@@ -162,13 +168,94 @@ def artifact_fetch(stored: str) -> Path:
             raise
         # A copy this machine holds is better than none: the store is asked again at the next use.
         logger.warning("using the local copy of %s as it is: %s", stored, error)
+        _used(local)
         return local
     if local.exists() and _sidecar(local).read_bytes() == body:
+        _used(local)
         return local
     with _reaching(store):
         _download_into_place(store, stored, json.loads(body), local)
     _sidecar(local).write_bytes(body)
+    artifact_cache_trim()
     return local
+
+
+@dataclass(frozen=True)
+class CachedCopy:
+    """A published artifact's copy on this machine: its place, its size (from its manifest) and when it was last
+    used (its sidecar's modification time, set again at every use)."""
+
+    path: Path
+    size: int
+    used: float
+
+
+def artifact_cache_trim() -> list[str]:
+    """With a store and PREFLOOP_ARTIFACT_CACHE_GB set, remove the least recently used copies of published
+    artifacts from this machine until the copies take no more than that; the names of those removed.
+
+    Only published copies (with a sidecar manifest) are ever removed: what a job is still writing has none, and
+    whatever is removed can be downloaded again. None used in the last PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES is
+    removed, so a process that just fetched one can read it; the limit may then be passed for a while, and is
+    logged. Run after every download and publish."""
+    limit = settings.PREFLOOP_ARTIFACT_CACHE_GB
+    if not limit or artifact_store() is None:
+        return []
+    budget = int(limit * 2**30)
+    copies = sorted(cached_copies(), key=lambda copy: copy.used)
+    total = sum(copy.size for copy in copies)
+    kept_since = time.time() - settings.PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES * 60
+    removed = []
+    for copy in copies:
+        if total <= budget or copy.used > kept_since:  # the rest were used later still
+            break
+        _evict(copy.path)
+        total -= copy.size
+        removed.append(artifact_name(copy.path))
+    if total > budget:
+        logger.warning(
+            "artifact copies take %d bytes, over PREFLOOP_ARTIFACT_CACHE_GB=%s: all in recent use", total, limit
+        )
+    return removed
+
+
+def cached_copies() -> list[CachedCopy]:
+    """Every published artifact this machine holds a copy of: those with a sidecar manifest beside them."""
+    root = Path(settings.ARTIFACTS_DIR)
+    copies = []
+    for area in sorted(ARTIFACT_AREAS):
+        for sidecar in (root / area).rglob(".*.manifest.json"):
+            local = sidecar.with_name(sidecar.name.removeprefix(".").removesuffix(SIDECAR_SUFFIX))
+            # A copy another process removes meanwhile, or an unreadable sidecar, is not counted.
+            with suppress(OSError, ValueError, KeyError, TypeError):
+                manifest = json.loads(sidecar.read_bytes())
+                used = sidecar.stat().st_mtime
+                if local.exists():
+                    size = sum(int(entry["size"]) for entry in manifest["files"])
+                    copies.append(CachedCopy(path=local, size=size, used=used))
+    return copies
+
+
+def _evict(local: Path) -> None:
+    """Remove one copy: renamed aside first (one atomic step, after which a fetch downloads it anew, never reads
+    half a copy), then its sidecar, then its files."""
+    aside = local.parent / f".{local.name}.evicted-{uuid.uuid4().hex[:8]}"
+    try:
+        local.rename(aside)
+    except OSError:  # gone already: another process evicted it
+        return
+    if not local.exists():  # unless a fetch put a new copy in place meanwhile, whose sidecar this is
+        _sidecar(local).unlink(missing_ok=True)
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
+def _used(local: Path) -> None:
+    """Mark a copy as used now, for the least-recently-used order of artifact_cache_trim."""
+    with suppress(OSError):
+        os.utime(_sidecar(local))
 
 
 def _download_into_place(store: ArtifactStore, stored: str, manifest: dict[str, Any], local: Path) -> None:
@@ -255,7 +342,7 @@ def _manifest_body(store: ArtifactStore, stored: str) -> bytes:
 
 def _sidecar(local: Path) -> Path:
     """The manifest of the published copy this machine holds, beside it: what tells a copy is current."""
-    return local.parent / f".{local.name}.manifest.json"
+    return local.parent / f".{local.name}{SIDECAR_SUFFIX}"
 
 
 @contextmanager

@@ -38,7 +38,7 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float, *, above: float | None = None) -> float:
+def env_float(name: str, default: float, *, above: float | None = None, minimum: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -50,6 +50,8 @@ def env_float(name: str, default: float, *, above: float | None = None) -> float
         raise ImproperlyConfigured(
             f"{name}={raw} must be a finite number" + (f" above {above}" if above is not None else "")
         )
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw} must be at least {minimum}")
     return value
 
 

