@@ -123,3 +123,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 300) -
             return
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code` in a fresh interpreter, whose settings are read from this environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -3,9 +3,6 @@ file it refuses fails the build with the reason, adding none of the waiting file
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from evaluator.errors import ServiceError
 from evaluator.models import Document, DocumentCollection, DocumentUpload, JobStatus
 from evaluator.services.collections import collection_create, documents_add
-from tests.conftest import REPO
+from tests.conftest import run_python
 from tests.training.test_document_limits import decompression_bomb
 from workers.tasks import index_collection
 
@@ -111,18 +108,6 @@ def test_the_upload_form_names_a_file_of_another_type(client, admin_user, collec
 
     assert "tool.exe: not a .txt, .md, .markdown, .pdf file. Nothing was added." in response.content.decode()
     assert not DocumentUpload.objects.exists()
-
-
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -c code` in a fresh interpreter, whose settings are read from this environment plus `env`."""
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_the_document_caps_are_the_training_librarys_unless_the_environment_sets_them() -> None:

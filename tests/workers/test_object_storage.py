@@ -36,7 +36,7 @@ from evaluator.models import Candidate, GenerationJob, JobStatus, ModelExport, M
 from evaluator.selectors.training import training_job_live, training_job_workdir
 from evaluator.services.training_jobs import _published_checkpoint, training_job_checkpoint
 from tests import factories
-from tests.conftest import REPO, database_url, start_worker, wait_until, wait_until_ready
+from tests.conftest import REPO, database_url, run_python, start_worker, wait_until, wait_until_ready
 from workers.tasks import generate_candidates, run_training_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -178,15 +178,7 @@ def test_a_store_that_is_no_s3_url_is_refused_by_name_at_startup() -> None:
     ],
 )
 def test_a_bad_cache_limit_is_refused_by_name_at_startup(value: str, message: str) -> None:
-    env = {**os.environ, "PREFLOOP_ARTIFACT_CACHE_GB": value}
-    result = subprocess.run(
-        [sys.executable, "-c", "import prefloop.settings"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("import prefloop.settings", PREFLOOP_ARTIFACT_CACHE_GB=value)
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 

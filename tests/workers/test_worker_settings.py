@@ -1,13 +1,11 @@
 """How a worker started without flags behaves: one task at a time in a fresh child process, model work on the GPU
 queue and CPU work (exports) on the default queue, and settings read from the environment that refuse bad values."""
 
-import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_python
 from workers.celery import app
 
 
@@ -28,15 +26,7 @@ def test_model_work_goes_to_the_gpu_queue_and_exports_which_merge_on_the_cpu_to_
 
 
 def settings_value(name: str, **env: str) -> subprocess.CompletedProcess[str]:
-    code = f"import django; django.setup(); from django.conf import settings; print(settings.{name})"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_python(f"import django; django.setup(); from django.conf import settings; print(settings.{name})", **env)
 
 
 def test_by_default_a_lost_worker_is_noticed_within_a_minute_and_a_waiting_copy_outlives_no_visibility_timeout() -> (
