@@ -473,7 +473,9 @@ def _checkpoints_drop(job_id: int, workdir: Path, log: logging.Logger) -> None:
 
 
 def _last_checkpoint(job_id: int) -> str:
-    return TrainingJob.objects.filter(pk=job_id).values_list("last_checkpoint", flat=True).first() or ""
+    """The checkpoint the job would resume from; read during training, so a dropped connection costs a reconnect."""
+    rows = TrainingJob.objects.filter(pk=job_id).values_list("last_checkpoint", flat=True)
+    return db_retrying(rows.first, what="a checkpoint read") or ""
 
 
 def _unpublish(stored: str, log: logging.Logger) -> None:

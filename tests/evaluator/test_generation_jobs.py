@@ -119,3 +119,19 @@ def test_an_answer_with_a_nul_byte_is_stored_with_a_replacement_character() -> N
     }
     assert candidates_store(job=job, variant=variant, generated=[row]) == 1
     assert variant.candidates.get().text == "before\ufffdafter"
+
+
+def test_the_campaign_page_lists_each_job_with_its_counts_and_its_variants_one_a_line(client, admin_user) -> None:
+    campaign = factories.campaign()
+    factories.prompt(campaign)
+    first = factories.variant(name="smollm2-135m-instruct · greedy")
+    second = factories.variant(name="smollm2-135m-instruct · greedy · <b>SFT</b> #1")
+    job = generation_job_queue(campaign=campaign, variants=[first, second])
+    client.force_login(admin_user)
+
+    live = client.get(f"/manage/campaigns/{campaign.pk}/generation/").content.decode()
+
+    assert f"<strong>#{job.pk}</strong>" in live and "0 / 2 answers · 0 new pairs" in live
+    names = "<li>smollm2-135m-instruct · greedy</li><li>smollm2-135m-instruct · greedy · &lt;b&gt;SFT&lt;/b&gt; #1</li>"
+    assert f'<ul class="names">{names}</ul>' in live
+    assert f'<ul class="names">{names}</ul>' in client.get(f"/manage/campaigns/{campaign.pk}/").content.decode()
