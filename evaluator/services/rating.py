@@ -376,8 +376,7 @@ def _candidate_locked(
     """The claim's one query (compiled once per shape: evaluator/compiled.py): the best unlocked candidate of the
     batch, locked, with its prompt and both answers. With `probe`, the batch is taken from all the pairs with room
     and the annotator's own are left out of it by an index look-up of each of its rows' assignments: a cost that
-    stays the same however many pairs they rated. Without, the batch is taken from the
-    pairs they have not had."""
+    stays the same however many pairs they rated. Without, the batch is taken from the pairs they have not had."""
     pool = _pool(
         campaign=campaign,
         annotator=None if probe else annotator,
