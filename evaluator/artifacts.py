@@ -224,7 +224,7 @@ def cached_copies() -> list[CachedCopy]:
     root = Path(settings.ARTIFACTS_DIR)
     copies = []
     for area in sorted(ARTIFACT_AREAS):
-        for sidecar in (root / area).rglob(".*.manifest.json"):
+        for sidecar in (root / area).rglob(f".*{SIDECAR_SUFFIX}"):
             local = sidecar.with_name(sidecar.name.removeprefix(".").removesuffix(SIDECAR_SUFFIX))
             # A copy another process removes meanwhile, or an unreadable sidecar, is not counted.
             with suppress(OSError, ValueError, KeyError, TypeError):
@@ -246,10 +246,15 @@ def _evict(local: Path) -> None:
         return
     if not local.exists():  # unless a fetch put a new copy in place meanwhile, whose sidecar this is
         _sidecar(local).unlink(missing_ok=True)
-    if aside.is_dir():
-        shutil.rmtree(aside, ignore_errors=True)
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    """A file or folder gone, whichever it is; nothing to do if it is gone already."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        aside.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 def _used(local: Path) -> None:
@@ -275,10 +280,7 @@ def _download_into_place(store: ArtifactStore, stored: str, manifest: dict[str, 
                 raise
     finally:
         for leftover in (staging, older):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            elif leftover.exists():
-                leftover.unlink()
+            _remove(leftover)
 
 
 def model_source(stored: str) -> str:

@@ -19,14 +19,7 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce, Replace, Trim
 
 from evaluator.compiled import Compiled
-from evaluator.models import (
-    Assignment,
-    Campaign,
-    CampaignMember,
-    CampaignState,
-    Comparison,
-    Participation,
-)
+from evaluator.models import Assignment, Campaign, CampaignMember, CampaignState, Comparison, Participation
 from evaluator.selectors.qualification import campaign_qualified
 
 PROGRESS_SECONDS = 30

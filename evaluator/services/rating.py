@@ -334,8 +334,7 @@ def _claim_from_pool(
             probe = False
             continue
         if not found:
-            pool = _pool(**values, gold=gold, screened=campaign.judge_screening, passed=passed)
-            return None, pool.exists()
+            return None, _pool(**values, gold=gold, screened=campaign.judge_screening, passed=passed).exists()
         assignment = _claim(found[0], campaign, annotator, now)
         if assignment is not None:
             return assignment, False
