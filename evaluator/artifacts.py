@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 ARTIFACT_AREAS = frozenset({"training-jobs", "collections", "merged", "exports", "qa-uploads"})
 MANIFESTS = ".manifests"
 SIDECAR_SUFFIX = ".manifest.json"
+# Beside a copy: its download under way, an older copy it replaces, and a copy renamed aside for removal.
+PARTIAL, OLDER, EVICTED = ".partial-", ".older-", ".evicted-"
 HASH_CHUNK = 1 << 20
 
 
@@ -197,14 +199,18 @@ def artifact_cache_trim() -> list[str]:
     Only published copies (with a sidecar manifest) are ever removed: what a job is still writing has none, and
     whatever is removed can be downloaded again. None used in the last PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES is
     removed, so a process that just fetched one can read it; the limit may then be passed for a while, and is
-    logged. Run after every download and publish."""
+    logged. Run after every download and publish.
+
+    What a process killed midway left behind goes too: a copy renamed aside for removal or replacement, and a
+    download with no file written to for as long as a copy is kept (one still running writes all the time)."""
     limit = settings.PREFLOOP_ARTIFACT_CACHE_GB
     if not limit or artifact_store() is None:
         return []
     budget = int(limit * 2**30)
+    kept_since = time.time() - settings.PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES * 60
+    _leftovers_remove(kept_since)
     copies = sorted(cached_copies(), key=lambda copy: copy.used)
     total = sum(copy.size for copy in copies)
-    kept_since = time.time() - settings.PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES * 60
     removed = []
     for copy in copies:
         if total <= budget or copy.used > kept_since:  # the rest were used later still
@@ -221,25 +227,50 @@ def artifact_cache_trim() -> list[str]:
 
 def cached_copies() -> list[CachedCopy]:
     """Every published artifact this machine holds a copy of: those with a sidecar manifest beside them."""
-    root = Path(settings.ARTIFACTS_DIR)
     copies = []
-    for area in sorted(ARTIFACT_AREAS):
-        for sidecar in (root / area).rglob(f".*{SIDECAR_SUFFIX}"):
-            local = sidecar.with_name(sidecar.name.removeprefix(".").removesuffix(SIDECAR_SUFFIX))
-            # A copy another process removes meanwhile, or an unreadable sidecar, is not counted.
-            with suppress(OSError, ValueError, KeyError, TypeError):
-                manifest = json.loads(sidecar.read_bytes())
-                used = sidecar.stat().st_mtime
-                if local.exists():
-                    size = sum(int(entry["size"]) for entry in manifest["files"])
-                    copies.append(CachedCopy(path=local, size=size, used=used))
+    for sidecar in _in_areas(f".*{SIDECAR_SUFFIX}"):
+        local = sidecar.with_name(sidecar.name.removeprefix(".").removesuffix(SIDECAR_SUFFIX))
+        # A copy another process removes meanwhile, or an unreadable sidecar, is not counted.
+        with suppress(OSError, ValueError, KeyError, TypeError):
+            manifest = json.loads(sidecar.read_bytes())
+            used = sidecar.stat().st_mtime
+            if local.exists():
+                size = sum(int(entry["size"]) for entry in manifest["files"])
+                copies.append(CachedCopy(path=local, size=size, used=used))
     return copies
+
+
+def _leftovers_remove(kept_since: float) -> None:
+    """Remove what evictions and downloads of killed processes left in the artifact areas (see _evict and
+    _download_into_place for the names)."""
+    for leftover in _in_areas(f".*{EVICTED}*") + _in_areas(f".*{OLDER}*"):
+        _remove(leftover)  # never read by anyone
+    for leftover in _in_areas(f".*{PARTIAL}*"):
+        with suppress(OSError):  # removed meanwhile by the process that wrote it
+            if _last_written(leftover) < kept_since:
+                _remove(leftover)
+
+
+def _in_areas(pattern: str) -> list[Path]:
+    """What matches `pattern` anywhere in the artifact areas; an area that changes under the walk (another
+    process removing a folder) is looked at again next time."""
+    root = Path(settings.ARTIFACTS_DIR)
+    found: list[Path] = []
+    for area in sorted(ARTIFACT_AREAS):
+        with suppress(OSError):
+            found.extend((root / area).rglob(pattern))
+    return found
+
+
+def _last_written(path: Path) -> float:
+    """The latest modification time of a file, or of a folder and anything in it."""
+    return max([path.stat().st_mtime, *(item.stat().st_mtime for item in path.rglob("*"))])
 
 
 def _evict(local: Path) -> None:
     """Remove one copy: renamed aside first (one atomic step, after which a fetch downloads it anew, never reads
     half a copy), then its sidecar, then its files."""
-    aside = local.parent / f".{local.name}.evicted-{uuid.uuid4().hex[:8]}"
+    aside = local.parent / f".{local.name}{EVICTED}{uuid.uuid4().hex[:8]}"
     try:
         local.rename(aside)
     except OSError:  # gone already: another process evicted it
@@ -265,8 +296,8 @@ def _used(local: Path) -> None:
 
 def _download_into_place(store: ArtifactStore, stored: str, manifest: dict[str, Any], local: Path) -> None:
     """Download into a temporary sibling, check it, then rename it into place (an older copy moved aside first)."""
-    staging = local.parent / f".{local.name}.partial-{uuid.uuid4().hex[:8]}"
-    older = local.parent / f".{local.name}.older-{uuid.uuid4().hex[:8]}"
+    staging = local.parent / f".{local.name}{PARTIAL}{uuid.uuid4().hex[:8]}"
+    older = local.parent / f".{local.name}{OLDER}{uuid.uuid4().hex[:8]}"
     local.parent.mkdir(parents=True, exist_ok=True)
     try:
         _download(store, stored, manifest, staging)

@@ -257,6 +257,26 @@ def test_copies_past_the_cache_limit_go_least_recently_used_first_and_come_back_
     assert artifact_cache_trim() == []
 
 
+def test_what_killed_downloads_and_removals_left_behind_goes_and_a_download_under_way_stays(
+    store, settings, tmp_path
+) -> None:
+    settings.PREFLOOP_ARTIFACT_CACHE_GB = 1.0
+    settings.PREFLOOP_ARTIFACT_CACHE_KEEP_MINUTES = 10
+    jobs = tmp_path / "a" / "training-jobs" / "8-x"
+    evicted = a_folder(jobs / ".adapter.evicted-1a2b3c4d", {"adapter_model.safetensors": b"x" * 1000})
+    replaced = a_folder(jobs / ".adapter.older-5e6f7a8b", {"adapter_model.safetensors": b"x" * 1000})
+    stalled = a_folder(jobs / ".checkpoint-4.partial-9c0d1e2f", {"optimizer.pt": b"x" * 1000})
+    under_way = a_folder(jobs / ".checkpoint-8.partial-3a4b5c6d", {"optimizer.pt": b"x" * 1000})
+    two_hours_ago = time.time() - 7200
+    for path in (stalled, *stalled.iterdir(), under_way):  # a file in the download still being written
+        os.utime(path, (two_hours_ago, two_hours_ago))
+
+    artifact_cache_trim()
+
+    assert not evicted.exists() and not replaced.exists() and not stalled.exists()
+    assert (under_way / "optimizer.pt").read_bytes() == b"x" * 1000
+
+
 def test_a_damaged_object_is_refused_and_nothing_is_left_in_the_cache(store, settings, tmp_path, s3_server) -> None:
     written = a_folder(tmp_path / "a" / "collections" / "3", {"index.faiss": b"x" * 5000, "chunks.jsonl": b"{}\n"})
     name = artifact_publish(written)
