@@ -192,7 +192,10 @@ def announce_process(result: TrainingResult) -> None:
     """Say on stderr, as one JSON line, that this process finished its part of the run: under `accelerate launch`
     every process says so, which shows how many trained."""
     line = {"process": result.process_index, "processes": result.processes, "steps": result.steps}
-    print(json.dumps(line), file=sys.stderr, flush=True)
+    # One write, newline included: the processes share one stderr (the launcher's log, opened for appending), and
+    # print writes a line and its newline apart, so two processes' lines could run together.
+    sys.stderr.write(json.dumps(line) + "\n")
+    sys.stderr.flush()
 
 
 def run_trainer(
